@@ -1,0 +1,21 @@
+//! The HTTP face of the core: request/response/body types shared by every platform adapter, and [`route`], the pure
+//! mapping of a `/v2/...` path onto the resource it names. Paths are matched without percent-decoding: nothing the
+//! spec allows in a name, tag or digest needs it, so an encoded `/` or `.` simply fails validation.
+
+pub mod body;
+pub mod reply;
+pub mod route;
+
+pub use body::Body;
+pub use reply::Reply;
+pub use route::{route, Route};
+
+/// A request as the core sees it.
+pub type Request = http::Request<Body>;
+/// A response as the core produces it.
+pub type Response = http::Response<Body>;
+
+/// Header every response carries.
+pub const API_VERSION_HEADER: &str = "docker-distribution-api-version";
+/// Its value.
+pub const API_VERSION: &str = "registry/2.0";

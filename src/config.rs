@@ -1,0 +1,151 @@
+//! One [`Config`] for every platform, read through a look-up function so it can come from environment variables,
+//! Workers vars/secrets or Spin variables alike. registry:2's setting names are accepted where one exists
+//! (`REGISTRY_STORAGE_DELETE_ENABLED`, `REGISTRY_STORAGE_REDIRECT_DISABLE`, …); Pier's own settings are `PIER_*`.
+//! A bad value fails with a message naming the setting, and never echoes a secret.
+
+use std::fmt;
+
+/// Default part size of multipart uploads: above every object store's 5 MiB minimum.
+pub const DEFAULT_PART_SIZE: u64 = 8 * 1024 * 1024;
+/// Default idle time after which an upload session expires (24 h).
+pub const DEFAULT_UPLOAD_EXPIRY_SECS: u64 = 24 * 3600;
+
+/// Registry behaviour that is the same on every platform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Whether DELETE of manifests, tags and blobs is allowed (`REGISTRY_STORAGE_DELETE_ENABLED`, default true).
+    pub delete_enabled: bool,
+    /// Idle seconds before an upload session expires (`PIER_UPLOAD_EXPIRY`, e.g. `86400`, `24h`, `30m`).
+    pub upload_expiry_secs: u64,
+    /// Multipart part size in bytes (`PIER_UPLOAD_PART_SIZE`).
+    pub part_size: u64,
+    /// Whether blob GETs may redirect to presigned URLs (`REGISTRY_STORAGE_REDIRECT_DISABLE=true` turns it off).
+    pub redirect: bool,
+    /// Lifetime of presigned URLs in seconds (`PIER_REDIRECT_EXPIRY`, default 1200 like distribution's 20 min).
+    pub redirect_expiry_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            delete_enabled: true,
+            upload_expiry_secs: DEFAULT_UPLOAD_EXPIRY_SECS,
+            part_size: DEFAULT_PART_SIZE,
+            redirect: true,
+            redirect_expiry_secs: 1200,
+        }
+    }
+}
+
+/// A setting with a bad value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub setting: String,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "configuration setting {}: {}", self.setting, self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn bad(setting: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError { setting: setting.to_string(), problem: problem.into() }
+}
+
+/// Parse a boolean the way registry:2's environment overrides are written.
+pub fn parse_bool(setting: &str, v: &str) -> Result<bool, ConfigError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" | "" => Ok(false),
+        _ => Err(bad(setting, format!("expected true or false, got {v:?}"))),
+    }
+}
+
+/// Parse a duration: plain seconds, or a number with `s`, `m`, `h` or `d`.
+pub fn parse_duration_secs(setting: &str, v: &str) -> Result<u64, ConfigError> {
+    let v = v.trim();
+    let (num, mult) = match v.char_indices().last() {
+        Some((i, 's')) => (&v[..i], 1),
+        Some((i, 'm')) => (&v[..i], 60),
+        Some((i, 'h')) => (&v[..i], 3600),
+        Some((i, 'd')) => (&v[..i], 86400),
+        _ => (v, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| bad(setting, format!("expected a duration like 3600, 30m or 24h, got {v:?}")))
+}
+
+/// Parse a size: bytes, or a number with `KiB`/`MiB`/`GiB` (or `K`/`M`/`G`).
+pub fn parse_size(setting: &str, v: &str) -> Result<u64, ConfigError> {
+    let t = v.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        "g" | "gb" | "gib" => 1024 * 1024 * 1024,
+        _ => return Err(bad(setting, format!("expected a size like 8388608 or 8MiB, got {v:?}"))),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| bad(setting, format!("expected a positive size, got {v:?}")))
+}
+
+impl Config {
+    /// Read settings through `lookup` (e.g. `|k| std::env::var(k).ok()`); unset ones keep their defaults.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut c = Config::default();
+        if let Some(v) = lookup("REGISTRY_STORAGE_DELETE_ENABLED") {
+            c.delete_enabled = parse_bool("REGISTRY_STORAGE_DELETE_ENABLED", &v)?;
+        }
+        if let Some(v) = lookup("REGISTRY_STORAGE_REDIRECT_DISABLE") {
+            c.redirect = !parse_bool("REGISTRY_STORAGE_REDIRECT_DISABLE", &v)?;
+        }
+        if let Some(v) = lookup("PIER_UPLOAD_EXPIRY") {
+            c.upload_expiry_secs = parse_duration_secs("PIER_UPLOAD_EXPIRY", &v)?;
+        }
+        if let Some(v) = lookup("PIER_UPLOAD_PART_SIZE") {
+            c.part_size = parse_size("PIER_UPLOAD_PART_SIZE", &v)?;
+        }
+        if let Some(v) = lookup("PIER_REDIRECT_EXPIRY") {
+            c.redirect_expiry_secs = parse_duration_secs("PIER_REDIRECT_EXPIRY", &v)?;
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn reads_registry_names() {
+        let env: HashMap<&str, &str> =
+            [("REGISTRY_STORAGE_DELETE_ENABLED", "false"), ("PIER_UPLOAD_EXPIRY", "30m"), ("PIER_UPLOAD_PART_SIZE", "5MiB")].into();
+        let c = Config::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap();
+        assert!(!c.delete_enabled);
+        assert_eq!(c.upload_expiry_secs, 1800);
+        assert_eq!(c.part_size, 5 * 1024 * 1024);
+        assert!(c.redirect);
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let e = Config::from_lookup(|k| (k == "REGISTRY_STORAGE_DELETE_ENABLED").then(|| "maybe".into())).unwrap_err();
+        assert_eq!(e.setting, "REGISTRY_STORAGE_DELETE_ENABLED");
+        assert!(parse_size("X", "0").is_err());
+        assert!(parse_size("X", "12 parsecs").is_err());
+        assert_eq!(parse_duration_secs("X", "2d").unwrap(), 172800);
+        assert!(parse_duration_secs("X", "soon").is_err());
+    }
+}

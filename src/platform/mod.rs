@@ -1,0 +1,5 @@
+//! Platform adapters: each turns its platform's requests into [`crate::api::Request`], builds the stores from its
+//! bindings and configuration, and turns the core's response back. They hold no registry logic.
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod native;

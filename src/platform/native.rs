@@ -1,0 +1,155 @@
+//! The native adapter: a hyper HTTP/1.1 server hosting the core, with filesystem or in-memory storage. The core's
+//! futures are not `Send` (they are not on wasm either), so connections run as local tasks on one thread; hashing
+//! runs at native speed, which keeps one thread ahead of a local disk and network.
+
+use crate::api::{Body, Request, Response};
+use crate::config::Config;
+use crate::error::{Error, ErrorCode};
+use crate::registry::{Environment, Registry};
+use crate::storage::fs::{FsMetaStore, FsObjectStore};
+use crate::storage::memory::{MemoryMetaStore, MemoryObjectStore};
+use crate::storage::{MetaStore, ObjectStore};
+use bytes::Bytes;
+use futures::StreamExt;
+use http_body_util::BodyStream;
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::io;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::rc::Rc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::net::TcpListener;
+
+/// Time, randomness and logs from the operating system.
+pub struct NativeEnvironment;
+
+impl Environment for NativeEnvironment {
+    fn now_unix(&self) -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    }
+
+    fn random_bytes(&self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        if getrandom::getrandom(&mut b).is_err() {
+            // Without an OS random source no session id would be safe; fall back to time so requests still work,
+            // and say so.
+            eprintln!("pier: warning: OS random source unavailable");
+            let t = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+            b = t.to_le_bytes();
+        }
+        b
+    }
+
+    fn log_error(&self, message: &str) {
+        eprintln!("pier: error: {message}");
+    }
+}
+
+/// Where the native server keeps its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    /// Files under a root directory.
+    Filesystem(PathBuf),
+    /// Process memory (lost on exit).
+    Memory,
+}
+
+/// Build a registry over `storage`.
+pub fn build_registry(storage: &Storage, config: Config) -> Result<Registry, Error> {
+    let (objects, meta): (Rc<dyn ObjectStore>, Rc<dyn MetaStore>) = match storage {
+        Storage::Filesystem(root) => (Rc::new(FsObjectStore::new(root)?), Rc::new(FsMetaStore::new(root)?)),
+        Storage::Memory => (Rc::new(MemoryObjectStore::new()), Rc::new(MemoryMetaStore::new())),
+    };
+    Ok(Registry::new(objects, meta, config, Rc::new(NativeEnvironment)))
+}
+
+/// The core's body as a hyper body. Not `Send`, like the core's streams; hyper's HTTP/1 connections on a local task
+/// do not need it to be.
+pub struct HyperBody(Body);
+
+impl hyper::body::Body for HyperBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        match &mut self.0 {
+            Body::Empty => Poll::Ready(None),
+            Body::Full(b) => {
+                let b = std::mem::take(b);
+                self.0 = Body::Empty;
+                Poll::Ready((!b.is_empty()).then(|| Ok(Frame::data(b))))
+            }
+            Body::Stream(s) => s.poll_next_unpin(cx).map(|o| o.map(|r| r.map(Frame::data).map_err(|e| io::Error::other(e.to_string())))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(&self.0, Body::Empty) || matches!(&self.0, Body::Full(b) if b.is_empty())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.0 {
+            Body::Empty => SizeHint::with_exact(0),
+            Body::Full(b) => SizeHint::with_exact(b.len() as u64),
+            Body::Stream(_) => SizeHint::default(),
+        }
+    }
+}
+
+fn into_core(req: hyper::Request<Incoming>) -> Request {
+    let (parts, incoming) = req.into_parts();
+    let stream = BodyStream::new(incoming).filter_map(|frame| async move {
+        match frame {
+            Ok(f) => f.into_data().ok().map(Ok),
+            Err(e) => Some(Err(Error::msg(ErrorCode::BlobUploadInvalid, "request body interrupted").with_detail(e.to_string()))),
+        }
+    });
+    Request::from_parts(parts, Body::Stream(Box::pin(stream)))
+}
+
+fn into_hyper(resp: Response) -> hyper::Response<HyperBody> {
+    let (parts, body) = resp.into_parts();
+    hyper::Response::from_parts(parts, HyperBody(body))
+}
+
+/// Serve `registry` on `listener` until the process ends. Must run inside a `tokio::task::LocalSet`.
+pub async fn serve(listener: TcpListener, registry: Rc<Registry>) -> io::Result<()> {
+    let purger = registry.clone();
+    let every = Duration::from_secs((purger.config().upload_expiry_secs / 4).clamp(60, 3600));
+    tokio::task::spawn_local(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            match purger.purge_expired_uploads().await {
+                Ok(0) => {}
+                Ok(n) => eprintln!("pier: removed {n} expired upload sessions"),
+                Err(e) => eprintln!("pier: error: purging upload sessions: {e}"),
+            }
+        }
+    });
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Running out of file descriptors and similar are transient: back off rather than exit.
+                eprintln!("pier: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let registry = registry.clone();
+        tokio::task::spawn_local(async move {
+            let service = service_fn(move |req: hyper::Request<Incoming>| {
+                let registry = registry.clone();
+                async move { Ok::<_, Infallible>(into_hyper(registry.handle(into_core(req)).await)) }
+            });
+            // Connection errors (clients hanging up, a TLS hello on the plain port) concern only that client.
+            let _ = http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}

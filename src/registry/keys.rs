@@ -1,0 +1,67 @@
+//! Where everything lives. One function per key family so the layout is written down once:
+//!
+//! object store: `blobs/<alg>/<hex>` (blob bytes, content-addressed, shared by repositories),
+//!               `_uploads/<id>/…` (multipart staging and tails of upload sessions).
+//! meta store:   `repositories/<name>/_blobs/<alg>/<hex>` (the blob is part of the repository; value `{"size":n}`),
+//!               `repositories/<name>/_manifests/<alg>/<hex>` (manifest record: JSON header line + exact bytes),
+//!               `repositories/<name>/_tags/<tag>` (digest), `repositories/<name>/_referrers/<subject>/<digest>`
+//!               (descriptor), `_catalog/<name>`, `_uploads/<id>` (session).
+//!
+//! Name components never start with `_`, so a repository's `_tags/` prefix can never list a nested repository's keys.
+
+use crate::spec::{Digest, RepositoryName, Tag};
+
+fn d(digest: &Digest) -> String {
+    format!("{}/{}", digest.algorithm().as_str(), digest.hex())
+}
+
+/// Blob bytes.
+pub fn blob_data(digest: &Digest) -> String {
+    format!("blobs/{}", d(digest))
+}
+
+/// A blob's membership of a repository.
+pub fn blob_link(name: &RepositoryName, digest: &Digest) -> String {
+    format!("repositories/{name}/_blobs/{}", d(digest))
+}
+
+/// A manifest record.
+pub fn manifest(name: &RepositoryName, digest: &Digest) -> String {
+    format!("repositories/{name}/_manifests/{}", d(digest))
+}
+
+/// The prefix of a repository's tags.
+pub fn tags_prefix(name: &RepositoryName) -> String {
+    format!("repositories/{name}/_tags/")
+}
+
+/// A tag.
+pub fn tag(name: &RepositoryName, tag: &Tag) -> String {
+    format!("{}{tag}", tags_prefix(name))
+}
+
+/// The prefix of the referrers of `subject`.
+pub fn referrers_prefix(name: &RepositoryName, subject: &Digest) -> String {
+    format!("repositories/{name}/_referrers/{}/", d(subject))
+}
+
+/// One referrer of `subject`.
+pub fn referrer(name: &RepositoryName, subject: &Digest, digest: &Digest) -> String {
+    format!("{}{}", referrers_prefix(name, subject), d(digest))
+}
+
+/// The catalog prefix.
+pub const CATALOG_PREFIX: &str = "_catalog/";
+
+/// A repository's catalog entry.
+pub fn catalog(name: &RepositoryName) -> String {
+    format!("{CATALOG_PREFIX}{name}")
+}
+
+/// The upload sessions prefix.
+pub const UPLOADS_PREFIX: &str = "_uploads/";
+
+/// An upload session.
+pub fn upload(id: &str) -> String {
+    format!("{UPLOADS_PREFIX}{id}")
+}

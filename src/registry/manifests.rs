@@ -1,0 +1,180 @@
+//! Manifest push, pull and delete. A manifest is stored as a record in the metadata store: one JSON header line (media
+//! type, subject) and then the client's exact bytes, so a pull by tag costs two small reads and returns byte-for-byte
+//! what was pushed. A push is refused unless everything it references (config, layers, child manifests) is already in
+//! the repository; `subject` is exempt, as the spec allows referrers to arrive before what they refer to.
+
+use super::{header, keys, Registry};
+use crate::api::{Body, Reply};
+use crate::error::{Error, ErrorCode, Result};
+use crate::spec::manifest::{self, Descriptor, MAX_MANIFEST_SIZE};
+use crate::spec::{Algorithm, Digest, Reference, RepositoryName};
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::future::{try_join, try_join_all};
+use http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+
+/// The header line of a manifest record.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RecordHeader {
+    pub media_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Digest>,
+}
+
+pub(crate) struct ManifestRecord {
+    pub header: RecordHeader,
+    pub bytes: Bytes,
+}
+
+fn encode_record(header: &RecordHeader, bytes: &[u8]) -> Result<Bytes> {
+    let mut out = BytesMut::new();
+    out.put_slice(&serde_json::to_vec(header).map_err(|e| Error::storage(e.to_string()))?);
+    out.put_u8(b'\n');
+    out.put_slice(bytes);
+    Ok(out.freeze())
+}
+
+fn decode_record(raw: Bytes) -> Result<ManifestRecord> {
+    let nl = raw.iter().position(|&b| b == b'\n').ok_or_else(|| Error::storage("corrupt manifest record"))?;
+    let header: RecordHeader = serde_json::from_slice(&raw[..nl]).map_err(|e| Error::storage(format!("corrupt manifest record: {e}")))?;
+    Ok(ManifestRecord { header, bytes: raw.slice(nl + 1..) })
+}
+
+impl Registry {
+    pub(crate) async fn manifest_record(&self, name: &RepositoryName, digest: &Digest) -> Result<Option<ManifestRecord>> {
+        match self.meta.get(&keys::manifest(name, digest)).await? {
+            None => Ok(None),
+            Some(raw) => decode_record(raw).map(Some),
+        }
+    }
+
+    /// The digest a reference names in `name`, or `MANIFEST_UNKNOWN` for an unknown tag.
+    async fn resolve(&self, name: &RepositoryName, reference: &Reference) -> Result<Digest> {
+        match reference {
+            Reference::Digest(d) => Ok(d.clone()),
+            Reference::Tag(t) => {
+                let raw = self
+                    .meta
+                    .get(&keys::tag(name, t))
+                    .await?
+                    .ok_or_else(|| Error::new(ErrorCode::ManifestUnknown).with_detail(t.to_string()))?;
+                let s = std::str::from_utf8(&raw).map_err(|_| Error::storage("corrupt tag"))?;
+                Digest::parse(s.trim()).map_err(|_| Error::storage("corrupt tag"))
+            }
+        }
+    }
+
+    pub(super) async fn get_manifest(&self, name: &RepositoryName, reference: &str) -> Result<Reply> {
+        let reference = Reference::parse(reference)?;
+        let digest = self.resolve(name, &reference).await?;
+        let record = self
+            .manifest_record(name, &digest)
+            .await?
+            .ok_or_else(|| Error::new(ErrorCode::ManifestUnknown).with_detail(reference.to_string()))?;
+        Ok(Reply::bytes(StatusCode::OK, &record.header.media_type, record.bytes)
+            .header("docker-content-digest", digest.to_string())
+            .header("etag", format!("\"{digest}\"")))
+    }
+
+    pub(super) async fn put_manifest(&self, name: &RepositoryName, reference: &str, headers: &HeaderMap, body: Body) -> Result<Reply> {
+        let reference = Reference::parse(reference)?;
+        if let Some(len) = header(headers, "content-length").and_then(|v| v.trim().parse::<u64>().ok()) {
+            if len > MAX_MANIFEST_SIZE as u64 {
+                return Err(Error::new(ErrorCode::PayloadTooLarge).with_detail(format!("manifest larger than {MAX_MANIFEST_SIZE} bytes")));
+            }
+        }
+        let bytes = body.collect_limited(MAX_MANIFEST_SIZE).await?;
+        let info = manifest::parse(&bytes, header(headers, "content-type"))?;
+        let algorithm = match &reference {
+            Reference::Digest(d) => d.algorithm(),
+            Reference::Tag(_) => Algorithm::Sha256,
+        };
+        let digest = algorithm.digest(&bytes);
+        if let Reference::Digest(d) = &reference {
+            if d != &digest {
+                return Err(Error::msg(ErrorCode::DigestInvalid, "manifest digest does not match the reference")
+                    .with_detail(format!("reference {d}, content {digest}")));
+            }
+        }
+
+        let blob_checks = info.blobs.iter().map(|d| async move { Ok::<_, Error>((d, self.blob_size(name, d).await?.is_some())) });
+        let manifest_checks =
+            info.manifests.iter().map(|d| async move { Ok::<_, Error>((d, self.meta.get(&keys::manifest(name, d)).await?.is_some())) });
+        let (blobs, manifests) = try_join(try_join_all(blob_checks), try_join_all(manifest_checks)).await?;
+        if let Some((missing, _)) = blobs.iter().chain(manifests.iter()).find(|(_, present)| !present) {
+            return Err(Error::new(ErrorCode::ManifestBlobUnknown).with_detail(missing.to_string()));
+        }
+
+        let header_line = RecordHeader { media_type: info.media_type.clone(), subject: info.subject.as_ref().map(|s| s.digest.clone()) };
+        self.meta.put(&keys::manifest(name, &digest), encode_record(&header_line, &bytes)?).await?;
+        if let Some(subject) = &info.subject {
+            let descriptor = Descriptor {
+                media_type: info.media_type.clone(),
+                digest: digest.clone(),
+                size: bytes.len() as u64,
+                artifact_type: info.artifact_type.clone(),
+                annotations: info.annotations.clone(),
+                urls: None,
+            };
+            let v = serde_json::to_vec(&descriptor).map_err(|e| Error::storage(e.to_string()))?;
+            self.meta.put(&keys::referrer(name, &subject.digest, &digest), Bytes::from(v)).await?;
+        }
+        if let Reference::Tag(t) = &reference {
+            self.meta.put(&keys::tag(name, t), Bytes::from(digest.to_string())).await?;
+        }
+        // A read before the write: the catalog key is rewritten on every push otherwise, and some stores limit
+        // writes per key.
+        let catalog_key = keys::catalog(name);
+        if self.meta.get(&catalog_key).await?.is_none() {
+            self.meta.put(&catalog_key, Bytes::new()).await?;
+        }
+
+        let mut reply = Reply::empty(StatusCode::CREATED)
+            .header("location", format!("/v2/{name}/manifests/{digest}"))
+            .header("docker-content-digest", digest.to_string());
+        if let Some(subject) = &info.subject {
+            reply = reply.header("oci-subject", subject.digest.to_string());
+        }
+        Ok(reply)
+    }
+
+    pub(super) async fn delete_manifest(&self, name: &RepositoryName, reference: &str) -> Result<Reply> {
+        self.require_delete_enabled()?;
+        let reference = Reference::parse(reference)?;
+        let unknown = || Error::new(ErrorCode::ManifestUnknown).with_detail(reference.to_string());
+        match &reference {
+            Reference::Tag(t) => {
+                let key = keys::tag(name, t);
+                if self.meta.get(&key).await?.is_none() {
+                    return Err(unknown());
+                }
+                self.meta.delete(&key).await?;
+            }
+            Reference::Digest(d) => {
+                let record = self.manifest_record(name, d).await?.ok_or_else(unknown)?;
+                // Tags first: a tag must never point at a deleted manifest, while a manifest briefly without its
+                // tags is harmless if a later step fails.
+                let prefix = keys::tags_prefix(name);
+                let mut after: Option<String> = None;
+                loop {
+                    let page = self.meta.list(&prefix, after.as_deref(), 1000).await?;
+                    let Some(last) = page.last().cloned() else { break };
+                    for key in &page {
+                        if let Some(v) = self.meta.get(key).await? {
+                            if v.as_ref() == d.to_string().as_bytes() {
+                                self.meta.delete(key).await?;
+                            }
+                        }
+                    }
+                    after = Some(last);
+                }
+                if let Some(subject) = &record.header.subject {
+                    self.meta.delete(&keys::referrer(name, subject, d)).await?;
+                }
+                self.meta.delete(&keys::manifest(name, d)).await?;
+            }
+        }
+        Ok(Reply::empty(StatusCode::ACCEPTED))
+    }
+}

@@ -1,0 +1,116 @@
+//! The registry: a pure function of (request, stores) → response. [`Registry::handle`] routes a request to the
+//! handler of its resource (one module each: blobs, uploads, manifests, discovery for tags/catalog/referrers) and
+//! turns every error into an OCI error response. Platform adapters construct a `Registry` with their stores and an
+//! [`Environment`] for time, randomness and logs.
+
+mod blobs;
+mod discovery;
+pub mod keys;
+mod manifests;
+mod uploads;
+
+use crate::api::{route, Reply, Request, Response, Route};
+use crate::config::Config;
+use crate::error::{Error, ErrorCode, Result};
+use crate::storage::{MetaStore, ObjectStore};
+use http::{HeaderMap, Method, StatusCode};
+use std::rc::Rc;
+
+/// What the core needs from its platform besides storage.
+pub trait Environment {
+    /// Seconds since the Unix epoch.
+    fn now_unix(&self) -> u64;
+    /// 16 bytes from a cryptographically secure source (upload session ids are capabilities).
+    fn random_bytes(&self) -> [u8; 16];
+    /// Report a server-side failure (storage errors). Never called with secrets.
+    fn log_error(&self, message: &str);
+}
+
+/// The registry core.
+pub struct Registry {
+    objects: Rc<dyn ObjectStore>,
+    meta: Rc<dyn MetaStore>,
+    config: Config,
+    env: Rc<dyn Environment>,
+}
+
+/// Decoded query parameters (first value wins).
+pub(crate) struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(q: Option<&str>) -> Self {
+        Query(q.map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default())
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A header as a string, if present and valid UTF-8.
+pub(crate) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+impl Registry {
+    /// A registry over the given stores.
+    pub fn new(objects: Rc<dyn ObjectStore>, meta: Rc<dyn MetaStore>, config: Config, env: Rc<dyn Environment>) -> Self {
+        let mut config = config;
+        config.part_size = config.part_size.max(objects.min_part_size());
+        Registry { objects, meta, config, env }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Answer one request. Never fails: errors become OCI error responses.
+    pub async fn handle(&self, req: Request) -> Response {
+        let is_head = req.method() == Method::HEAD;
+        let reply = match self.dispatch(req).await {
+            Ok(r) => r,
+            Err(e) => {
+                if e.status().is_server_error() {
+                    self.env.log_error(&e.to_string());
+                }
+                Reply::error(&e)
+            }
+        };
+        if is_head { reply.without_body() } else { reply }.into_response()
+    }
+
+    async fn dispatch(&self, req: Request) -> Result<Reply> {
+        let (parts, body) = req.into_parts();
+        let route = route(parts.uri.path())?;
+        let query = Query::parse(parts.uri.query());
+        let method = parts.method;
+        let headers = parts.headers;
+        let head = method == Method::HEAD;
+        match (route, method) {
+            (Route::Base, Method::GET | Method::HEAD) => Ok(Reply::json(StatusCode::OK, &serde_json::json!({}))),
+            (Route::Catalog, Method::GET | Method::HEAD) => self.catalog(&query).await,
+            (Route::TagsList { name }, Method::GET | Method::HEAD) => self.tags_list(&name, &query).await,
+            (Route::Referrers { name, digest }, Method::GET | Method::HEAD) => self.referrers(&name, &digest, &query).await,
+            (Route::Manifest { name, reference }, Method::GET | Method::HEAD) => self.get_manifest(&name, &reference).await,
+            (Route::Manifest { name, reference }, Method::PUT) => self.put_manifest(&name, &reference, &headers, body).await,
+            (Route::Manifest { name, reference }, Method::DELETE) => self.delete_manifest(&name, &reference).await,
+            (Route::Blob { name, digest }, Method::GET | Method::HEAD) => self.get_blob(&name, &digest, &headers, head).await,
+            (Route::Blob { name, digest }, Method::DELETE) => self.delete_blob(&name, &digest).await,
+            (Route::UploadStart { name }, Method::POST) => self.start_upload(&name, &query, &headers, body).await,
+            (Route::Upload { name, id }, Method::GET | Method::HEAD) => self.upload_status(&name, &id).await,
+            (Route::Upload { name, id }, Method::PATCH) => self.patch_upload(&name, &id, &headers, body).await,
+            (Route::Upload { name, id }, Method::PUT) => self.finish_upload(&name, &id, &query, &headers, body).await,
+            (Route::Upload { name, id }, Method::DELETE) => self.cancel_upload(&name, &id).await,
+            (_, m) => Err(Error::new(ErrorCode::MethodNotAllowed).with_detail(m.as_str().to_string())),
+        }
+    }
+
+    fn require_delete_enabled(&self) -> Result<()> {
+        if self.config.delete_enabled {
+            Ok(())
+        } else {
+            Err(Error::msg(ErrorCode::Unsupported, "deletes are disabled on this registry"))
+        }
+    }
+}

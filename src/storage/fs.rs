@@ -1,0 +1,322 @@
+//! Local-filesystem backends for the native server. Every write lands atomically: bytes go to a temporary file in
+//! the same filesystem, are fsynced, then renamed over the final name, so a reader never sees half an object and a
+//! crash never leaves one. Reads and writes use blocking `std::fs` calls: files are local and small per call, and the
+//! native server runs the core on a single-threaded runtime.
+//!
+//! Layout under the root: `objects/<key>`, `multipart/<upload id>/<part number>`, `meta/<key>~`, `tmp/`. Meta keys get
+//! a `~` suffix on the leaf (a character no name, tag, digest or id contains) so that `a` and `a/b` can both be keys.
+
+use super::{ByteStream, MetaStore, ObjectRead, ObjectStore};
+use crate::error::{Error, Result};
+use crate::spec::range::ByteRange;
+use crate::upload::PartRecord;
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+const READ_CHUNK: usize = 256 * 1024;
+
+fn io_err(what: &str, path: &Path, e: io::Error) -> Error {
+    Error::storage(format!("{what} {}: {e}", path.display()))
+}
+
+/// Shared temp-file handling of both stores.
+struct Root {
+    root: PathBuf,
+    counter: AtomicU64,
+}
+
+impl Root {
+    fn new(root: &Path) -> Result<Self> {
+        let tmp = root.join("tmp");
+        fs::create_dir_all(&tmp).map_err(|e| io_err("create", &tmp, e))?;
+        Ok(Root { root: root.to_path_buf(), counter: AtomicU64::new(0) })
+    }
+
+    fn temp_path(&self) -> PathBuf {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        self.root.join("tmp").join(format!("{}-{n}", std::process::id()))
+    }
+
+    /// Write `parts` to a temp file, fsync, rename to `dest`.
+    fn write_atomic<'a>(&self, dest: &Path, parts: impl IntoIterator<Item = Result<Vec<u8>>>) -> Result<()> {
+        let tmp = self.temp_path();
+        let res = (|| {
+            let mut f = File::create(&tmp).map_err(|e| io_err("create", &tmp, e))?;
+            for p in parts {
+                f.write_all(&p?).map_err(|e| io_err("write", &tmp, e))?;
+            }
+            f.sync_all().map_err(|e| io_err("sync", &tmp, e))?;
+            drop(f);
+            self.rename_into(&tmp, dest)
+        })();
+        if res.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        res
+    }
+
+    fn rename_into(&self, from: &Path, dest: &Path) -> Result<()> {
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent).map_err(|e| io_err("create", parent, e))?;
+        }
+        fs::rename(from, dest).map_err(|e| io_err("rename to", dest, e))?;
+        if let Some(parent) = dest.parent() {
+            // The rename is durable only once the directory entry is.
+            if let Ok(d) = File::open(parent) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    }
+}
+
+fn remove_file(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("remove", path, e)),
+    }
+}
+
+/// Blobs as files.
+pub struct FsObjectStore {
+    root: Root,
+}
+
+impl FsObjectStore {
+    /// A store rooted at `root` (created if needed).
+    pub fn new(root: &Path) -> Result<Self> {
+        Ok(FsObjectStore { root: Root::new(root)? })
+    }
+
+    fn object_path(&self, key: &str) -> PathBuf {
+        self.root.root.join("objects").join(key)
+    }
+
+    fn upload_dir(&self, upload_id: &str) -> PathBuf {
+        self.root.root.join("multipart").join(upload_id)
+    }
+}
+
+fn read_stream(mut file: File, mut remaining: u64) -> ByteStream {
+    Box::pin(futures::stream::poll_fn(move |_| {
+        if remaining == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let mut buf = vec![0u8; (remaining as usize).min(READ_CHUNK)];
+        match file.read(&mut buf) {
+            Ok(0) => std::task::Poll::Ready(Some(Err(Error::storage("object shorter than expected")))),
+            Ok(n) => {
+                buf.truncate(n);
+                remaining -= n as u64;
+                std::task::Poll::Ready(Some(Ok(Bytes::from(buf))))
+            }
+            Err(e) => std::task::Poll::Ready(Some(Err(Error::storage(format!("read: {e}"))))),
+        }
+    }))
+}
+
+#[async_trait(?Send)]
+impl ObjectStore for FsObjectStore {
+    async fn head(&self, key: &str) -> Result<Option<u64>> {
+        let p = self.object_path(key);
+        match fs::metadata(&p) {
+            Ok(m) if m.is_file() => Ok(Some(m.len())),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("stat", &p, e)),
+        }
+    }
+
+    async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<Option<ObjectRead>> {
+        let p = self.object_path(key);
+        let mut file = match File::open(&p) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("open", &p, e)),
+        };
+        let size = file.metadata().map_err(|e| io_err("stat", &p, e))?.len();
+        let (start, len) = match range {
+            Some(r) if r.start < size => (r.start, r.end.min(size - 1) - r.start + 1),
+            Some(_) => (0, 0),
+            None => (0, size),
+        };
+        file.seek(SeekFrom::Start(start)).map_err(|e| io_err("seek", &p, e))?;
+        Ok(Some(ObjectRead { size, body: read_stream(file, len) }))
+    }
+
+    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        self.root.write_atomic(&self.object_path(key), [Ok(data.to_vec())])
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        remove_file(&self.object_path(key))
+    }
+
+    async fn create_multipart(&self, _key: &str) -> Result<String> {
+        let mut raw = [0u8; 12];
+        getrandom::getrandom(&mut raw).map_err(|e| Error::storage(format!("random: {e}")))?;
+        let id = crate::spec::digest::to_hex(&raw);
+        let dir = self.upload_dir(&id);
+        fs::create_dir_all(&dir).map_err(|e| io_err("create", &dir, e))?;
+        Ok(id)
+    }
+
+    async fn upload_part(&self, _key: &str, upload_id: &str, number: u32, data: Bytes) -> Result<String> {
+        let dir = self.upload_dir(upload_id);
+        if !dir.is_dir() {
+            return Err(Error::storage("no such multipart upload"));
+        }
+        let len = data.len();
+        self.root.write_atomic(&dir.join(number.to_string()), [Ok(data.to_vec())])?;
+        Ok(format!("{number}-{len}"))
+    }
+
+    async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[PartRecord]) -> Result<()> {
+        let dir = self.upload_dir(upload_id);
+        for p in parts {
+            let path = dir.join(p.number.to_string());
+            let len = fs::metadata(&path).map_err(|e| io_err("stat", &path, e))?.len();
+            if len != p.size {
+                return Err(Error::storage(format!("part {} has {len} bytes, expected {}", p.number, p.size)));
+            }
+        }
+        // Parts are copied one at a time, so memory stays at one part whatever the blob's size.
+        let pieces = parts.iter().map(|p| {
+            let path = dir.join(p.number.to_string());
+            fs::read(&path).map_err(|e| io_err("read", &path, e))
+        });
+        self.root.write_atomic(&self.object_path(key), pieces)?;
+        let _ = fs::remove_dir_all(&dir);
+        Ok(())
+    }
+
+    async fn abort_multipart(&self, _key: &str, upload_id: &str) -> Result<()> {
+        let dir = self.upload_dir(upload_id);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("remove", &dir, e)),
+        }
+    }
+
+    async fn rename(&self, from: &str, to: &str) -> Result<()> {
+        self.root.rename_into(&self.object_path(from), &self.object_path(to))
+    }
+}
+
+/// Small keys as files, one per key.
+pub struct FsMetaStore {
+    root: Root,
+}
+
+impl FsMetaStore {
+    /// A store rooted at `root` (created if needed).
+    pub fn new(root: &Path) -> Result<Self> {
+        Ok(FsMetaStore { root: Root::new(root)? })
+    }
+
+    fn key_path(&self, key: &str) -> PathBuf {
+        self.root.root.join("meta").join(format!("{key}~"))
+    }
+}
+
+fn collect_keys(dir: &Path, key_prefix: &str, out: &mut Vec<String>) -> Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err("list", dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| io_err("list", dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let ft = entry.file_type().map_err(|e| io_err("stat", &entry.path(), e))?;
+        if ft.is_dir() {
+            collect_keys(&entry.path(), &format!("{key_prefix}{name}/"), out)?;
+        } else if let Some(leaf) = name.strip_suffix('~') {
+            out.push(format!("{key_prefix}{leaf}"));
+        }
+    }
+    Ok(())
+}
+
+#[async_trait(?Send)]
+impl MetaStore for FsMetaStore {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        let p = self.key_path(key);
+        match fs::read(&p) {
+            Ok(v) => Ok(Some(Bytes::from(v))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("read", &p, e)),
+        }
+    }
+
+    async fn put(&self, key: &str, value: Bytes) -> Result<()> {
+        self.root.write_atomic(&self.key_path(key), [Ok(value.to_vec())])
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        remove_file(&self.key_path(key))
+    }
+
+    async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        let (dir_part, leaf_prefix) = match prefix.rfind('/') {
+            Some(i) => (&prefix[..=i], &prefix[i + 1..]),
+            None => ("", prefix),
+        };
+        let dir = self.root.root.join("meta").join(dir_part);
+        let mut keys = Vec::new();
+        collect_keys(&dir, dir_part, &mut keys)?;
+        keys.retain(|k| k[dir_part.len()..].starts_with(leaf_prefix) && start_after.is_none_or(|s| k.as_str() > s));
+        keys.sort();
+        keys.truncate(limit);
+        Ok(keys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::executor::block_on;
+    use futures::StreamExt;
+
+    #[test]
+    fn nested_meta_keys_coexist_and_list_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = FsMetaStore::new(dir.path()).unwrap();
+        block_on(async {
+            for k in ["c/a", "c/a/b", "c/b", "c/a/c", "d/x"] {
+                m.put(k, Bytes::from_static(b"v")).await.unwrap();
+            }
+            assert_eq!(m.list("c/", None, 10).await.unwrap(), ["c/a", "c/a/b", "c/a/c", "c/b"]);
+            assert_eq!(m.list("c/", Some("c/a/b"), 2).await.unwrap(), ["c/a/c", "c/b"]);
+            assert_eq!(m.get("c/a").await.unwrap().unwrap(), "v");
+            m.delete("c/a").await.unwrap();
+            assert!(m.get("c/a").await.unwrap().is_none());
+        });
+    }
+
+    #[test]
+    fn objects_multipart_and_ranges() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FsObjectStore::new(dir.path()).unwrap();
+        block_on(async {
+            let id = s.create_multipart("u/data").await.unwrap();
+            let e1 = s.upload_part("u/data", &id, 1, Bytes::from_static(b"0123")).await.unwrap();
+            let e2 = s.upload_part("u/data", &id, 2, Bytes::from_static(b"456")).await.unwrap();
+            let parts = [PartRecord { number: 1, etag: e1, size: 4 }, PartRecord { number: 2, etag: e2, size: 3 }];
+            s.complete_multipart("u/data", &id, &parts).await.unwrap();
+            s.rename("u/data", "blobs/x").await.unwrap();
+            assert_eq!(s.head("blobs/x").await.unwrap(), Some(7));
+            assert_eq!(s.head("u/data").await.unwrap(), None);
+            let r = s.get("blobs/x", Some(ByteRange { start: 2, end: 4 })).await.unwrap().unwrap();
+            let bytes: Vec<Bytes> = r.body.map(|b| b.unwrap()).collect().await;
+            assert_eq!(bytes.concat(), b"234");
+            assert_eq!(r.size, 7);
+        });
+    }
+}

@@ -1,0 +1,193 @@
+//! In-memory backends for both traits: for tests, benchmarks and `pier serve --memory`. Nothing survives a restart.
+
+use super::{ByteStream, MetaStore, ObjectRead, ObjectStore};
+use crate::error::{Error, Result};
+use crate::spec::range::ByteRange;
+use crate::upload::PartRecord;
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Objects in a map.
+#[derive(Default)]
+pub struct MemoryObjectStore {
+    objects: Mutex<HashMap<String, Bytes>>,
+    uploads: Mutex<HashMap<String, BTreeMap<u32, Bytes>>>,
+    next_upload: AtomicU64,
+}
+
+impl MemoryObjectStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of stored objects (tests).
+    pub fn len(&self) -> usize {
+        self.objects.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Whether no objects are stored (tests).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn poisoned<T>(_: T) -> Error {
+    Error::storage("memory store lock poisoned")
+}
+
+fn once(data: Bytes) -> ByteStream {
+    Box::pin(futures::stream::iter([Ok(data)]))
+}
+
+#[async_trait(?Send)]
+impl ObjectStore for MemoryObjectStore {
+    async fn head(&self, key: &str) -> Result<Option<u64>> {
+        Ok(self.objects.lock().map_err(poisoned)?.get(key).map(|b| b.len() as u64))
+    }
+
+    async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<Option<ObjectRead>> {
+        let data = match self.objects.lock().map_err(poisoned)?.get(key) {
+            Some(d) => d.clone(),
+            None => return Ok(None),
+        };
+        let size = data.len() as u64;
+        let body = match range {
+            Some(r) if r.start < size => data.slice(r.start as usize..(r.end.min(size - 1) + 1) as usize),
+            Some(_) => Bytes::new(),
+            None => data,
+        };
+        Ok(Some(ObjectRead { size, body: once(body) }))
+    }
+
+    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        self.objects.lock().map_err(poisoned)?.insert(key.to_string(), data);
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.objects.lock().map_err(poisoned)?.remove(key);
+        Ok(())
+    }
+
+    async fn create_multipart(&self, _key: &str) -> Result<String> {
+        let id = format!("mp{}", self.next_upload.fetch_add(1, Ordering::Relaxed));
+        self.uploads.lock().map_err(poisoned)?.insert(id.clone(), BTreeMap::new());
+        Ok(id)
+    }
+
+    async fn upload_part(&self, _key: &str, upload_id: &str, number: u32, data: Bytes) -> Result<String> {
+        let mut uploads = self.uploads.lock().map_err(poisoned)?;
+        let parts = uploads.get_mut(upload_id).ok_or_else(|| Error::storage("no such multipart upload"))?;
+        let etag = format!("{number}-{}", data.len());
+        parts.insert(number, data);
+        Ok(etag)
+    }
+
+    async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[PartRecord]) -> Result<()> {
+        let stored = self.uploads.lock().map_err(poisoned)?.remove(upload_id).ok_or_else(|| Error::storage("no such multipart upload"))?;
+        let mut out = BytesMut::new();
+        for p in parts {
+            let data = stored.get(&p.number).ok_or_else(|| Error::storage("missing part"))?;
+            if data.len() as u64 != p.size {
+                return Err(Error::storage("part size mismatch"));
+            }
+            out.extend_from_slice(data);
+        }
+        self.objects.lock().map_err(poisoned)?.insert(key.to_string(), out.freeze());
+        Ok(())
+    }
+
+    async fn abort_multipart(&self, _key: &str, upload_id: &str) -> Result<()> {
+        self.uploads.lock().map_err(poisoned)?.remove(upload_id);
+        Ok(())
+    }
+
+    async fn rename(&self, from: &str, to: &str) -> Result<()> {
+        let mut objects = self.objects.lock().map_err(poisoned)?;
+        let data = objects.remove(from).ok_or_else(|| Error::storage("rename of a missing object"))?;
+        objects.insert(to.to_string(), data);
+        Ok(())
+    }
+}
+
+/// Small keys in an ordered map.
+#[derive(Default)]
+pub struct MemoryMetaStore {
+    map: Mutex<BTreeMap<String, Bytes>>,
+}
+
+impl MemoryMetaStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait(?Send)]
+impl MetaStore for MemoryMetaStore {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        Ok(self.map.lock().map_err(poisoned)?.get(key).cloned())
+    }
+
+    async fn put(&self, key: &str, value: Bytes) -> Result<()> {
+        self.map.lock().map_err(poisoned)?.insert(key.to_string(), value);
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.map.lock().map_err(poisoned)?.remove(key);
+        Ok(())
+    }
+
+    async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        let map = self.map.lock().map_err(poisoned)?;
+        let lower = match start_after {
+            Some(s) if s >= prefix => Bound::Excluded(s.to_string()),
+            _ => Bound::Included(prefix.to_string()),
+        };
+        Ok(map
+            .range::<String, _>((lower, Bound::Unbounded))
+            .map(|(k, _)| k)
+            .take_while(|k| k.starts_with(prefix))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::executor::block_on;
+
+    #[test]
+    fn meta_list_is_ordered_and_paged() {
+        block_on(async {
+            let m = MemoryMetaStore::new();
+            for k in ["p/b", "p/a", "p/c", "q/a", "o/z"] {
+                m.put(k, Bytes::new()).await.unwrap();
+            }
+            assert_eq!(m.list("p/", None, 10).await.unwrap(), ["p/a", "p/b", "p/c"]);
+            assert_eq!(m.list("p/", Some("p/a"), 1).await.unwrap(), ["p/b"]);
+            assert!(m.list("p/", Some("p/c"), 10).await.unwrap().is_empty());
+        });
+    }
+
+    #[test]
+    fn multipart_assembles_in_order() {
+        block_on(async {
+            let s = MemoryObjectStore::new();
+            let id = s.create_multipart("k").await.unwrap();
+            let e2 = s.upload_part("k", &id, 2, Bytes::from_static(b"world")).await.unwrap();
+            let e1 = s.upload_part("k", &id, 1, Bytes::from_static(b"hello ")).await.unwrap();
+            let parts = [PartRecord { number: 1, etag: e1, size: 6 }, PartRecord { number: 2, etag: e2, size: 5 }];
+            s.complete_multipart("k", &id, &parts).await.unwrap();
+            assert_eq!(s.head("k").await.unwrap(), Some(11));
+        });
+    }
+}
