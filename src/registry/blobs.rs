@@ -11,35 +11,61 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 
-/// The value of a blob link.
-#[derive(Serialize, Deserialize)]
+/// The value of a blob record and of a blob link: the size, and the object key when it is not the content address.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct BlobLink {
     pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+impl BlobLink {
+    /// The object key holding the bytes of `digest`.
+    pub fn data_key(&self, digest: &Digest) -> String {
+        self.key.clone().unwrap_or_else(|| keys::blob_data(digest))
+    }
+}
+
+fn decode_link(v: &[u8]) -> Result<BlobLink> {
+    serde_json::from_slice(v).map_err(|e| Error::storage(format!("corrupt blob link: {e}")))
+}
+
+fn encode_link(link: &BlobLink) -> Result<Bytes> {
+    serde_json::to_vec(link).map(Bytes::from).map_err(|e| Error::storage(e.to_string()))
 }
 
 impl Registry {
-    /// The size of `digest` if it is linked into `name`.
-    pub(crate) async fn blob_size(&self, name: &RepositoryName, digest: &Digest) -> Result<Option<u64>> {
-        match self.meta.get(&keys::blob_link(name, digest)).await? {
-            None => Ok(None),
-            Some(v) => {
-                let link: BlobLink = serde_json::from_slice(&v).map_err(|e| Error::storage(format!("corrupt blob link: {e}")))?;
-                Ok(Some(link.size))
-            }
-        }
+    /// The link of `digest` in `name`, if the blob is part of the repository.
+    pub(crate) async fn blob_link(&self, name: &RepositoryName, digest: &Digest) -> Result<Option<BlobLink>> {
+        self.meta.get(&keys::blob_link(name, digest)).await?.map(|v| decode_link(&v)).transpose()
     }
 
-    /// Make `digest` (of `size` bytes) part of `name`.
-    pub(crate) async fn link_blob(&self, name: &RepositoryName, digest: &Digest, size: u64) -> Result<()> {
-        let v = serde_json::to_vec(&BlobLink { size }).map_err(|e| Error::storage(e.to_string()))?;
-        self.meta.put(&keys::blob_link(name, digest), Bytes::from(v)).await
+    /// Whether `digest` is part of `name`.
+    pub(crate) async fn has_blob(&self, name: &RepositoryName, digest: &Digest) -> Result<bool> {
+        Ok(self.meta.get(&keys::blob_link(name, digest)).await?.is_some())
+    }
+
+    /// The global record of `digest`, if its bytes are stored.
+    pub(crate) async fn blob_record(&self, digest: &Digest) -> Result<Option<BlobLink>> {
+        self.meta.get(&keys::blob_record(digest)).await?.map(|v| decode_link(&v)).transpose()
+    }
+
+    /// Record that the verified bytes of `digest` are stored.
+    pub(crate) async fn put_blob_record(&self, digest: &Digest, link: &BlobLink) -> Result<()> {
+        self.meta.put(&keys::blob_record(digest), encode_link(link)?).await
+    }
+
+    /// Make `digest` part of `name`.
+    pub(crate) async fn link_blob(&self, name: &RepositoryName, digest: &Digest, link: &BlobLink) -> Result<()> {
+        self.meta.put(&keys::blob_link(name, digest), encode_link(link)?).await
     }
 
     pub(super) async fn get_blob(&self, name: &RepositoryName, digest: &str, headers: &HeaderMap, head: bool) -> Result<Reply> {
         let digest = Digest::parse(digest)?;
         let unknown = || Error::new(ErrorCode::BlobUnknown).with_detail(digest.to_string());
-        let size = self.blob_size(name, &digest).await?.ok_or_else(unknown)?;
-        let key = keys::blob_data(&digest);
+        let link = self.blob_link(name, &digest).await?.ok_or_else(unknown)?;
+        let size = link.size;
+        let key = link.data_key(&digest);
         let common = |r: Reply| r.header("docker-content-digest", digest.to_string()).header("accept-ranges", "bytes");
 
         if !head && self.config.redirect {
@@ -82,7 +108,7 @@ impl Registry {
     pub(super) async fn delete_blob(&self, name: &RepositoryName, digest: &str) -> Result<Reply> {
         self.require_delete_enabled()?;
         let digest = Digest::parse(digest)?;
-        if self.blob_size(name, &digest).await?.is_none() {
+        if !self.has_blob(name, &digest).await? {
             return Err(Error::new(ErrorCode::BlobUnknown).with_detail(digest.to_string()));
         }
         // Only the link goes: other repositories may share the bytes. Unlinked bytes are garbage collection's.

@@ -1,8 +1,10 @@
 //! Where everything lives. One function per key family so the layout is written down once:
 //!
 //! object store: `blobs/<alg>/<hex>` (blob bytes, content-addressed, shared by repositories),
-//!               `_uploads/<id>/…` (multipart staging and tails of upload sessions).
-//! meta store:   `repositories/<name>/_blobs/<alg>/<hex>` (the blob is part of the repository; value `{"size":n}`),
+//!               `blobs/uploads/<id>` (a multipart upload's bytes; stays the blob's home on stores without rename),
+//!               `_uploads/<id>/tail-…` (the tail of an upload session, shorter than a part).
+//! meta store:   `_blobs/<alg>/<hex>` (the blob exists: `{"size":n,"key":…}`, key absent = content address),
+//!               `repositories/<name>/_blobs/<alg>/<hex>` (the blob is part of the repository; same value),
 //!               `repositories/<name>/_manifests/<alg>/<hex>` (manifest record: JSON header line + exact bytes),
 //!               `repositories/<name>/_tags/<tag>` (digest), `repositories/<name>/_referrers/<subject>/<digest>`
 //!               (descriptor), `_catalog/<name>`, `_uploads/<id>` (session).
@@ -18,6 +20,11 @@ fn d(digest: &Digest) -> String {
 /// Blob bytes.
 pub fn blob_data(digest: &Digest) -> String {
     format!("blobs/{}", d(digest))
+}
+
+/// A blob's global record (its size and where its bytes are).
+pub fn blob_record(digest: &Digest) -> String {
+    format!("_blobs/{}", d(digest))
 }
 
 /// A blob's membership of a repository.

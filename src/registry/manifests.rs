@@ -98,7 +98,7 @@ impl Registry {
             }
         }
 
-        let blob_checks = info.blobs.iter().map(|d| async move { Ok::<_, Error>((d, self.blob_size(name, d).await?.is_some())) });
+        let blob_checks = info.blobs.iter().map(|d| async move { Ok::<_, Error>((d, self.has_blob(name, d).await?)) });
         let manifest_checks =
             info.manifests.iter().map(|d| async move { Ok::<_, Error>((d, self.meta.get(&keys::manifest(name, d)).await?.is_some())) });
         let (blobs, manifests) = try_join(try_join_all(blob_checks), try_join_all(manifest_checks)).await?;

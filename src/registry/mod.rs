@@ -7,6 +7,8 @@ mod blobs;
 mod discovery;
 pub mod keys;
 mod manifests;
+#[cfg(test)]
+mod tests;
 mod uploads;
 
 use crate::api::{route, Reply, Request, Response, Route};

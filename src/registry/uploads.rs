@@ -11,6 +11,7 @@
 //! The final PUT verifies the digest from the saved hash state, completes the multipart upload into a staging key and
 //! moves it to the blob's content address; nothing reaches a digest's key before it is verified.
 
+use super::blobs::BlobLink;
 use super::{header, keys, Query, Registry};
 use crate::api::{Body, Reply};
 use crate::error::{Error, ErrorCode, Result};
@@ -134,9 +135,11 @@ impl<'r> Writer<'r> {
             }
         }
         let size = self.session.offset;
-        let blob_key = keys::blob_data(digest);
-        let exists = reg.objects.head(&blob_key).await? == Some(size);
-        if self.session.multipart_id.is_none() {
+        // The global record says whether these bytes are already stored (another repository, an earlier push):
+        // then this upload's copy is dropped and the repository links to the stored one.
+        let existing = reg.blob_record(digest).await?.filter(|r| r.size == size);
+        let already_stored = existing.is_some();
+        let link = if self.session.multipart_id.is_none() {
             let data = self.buf.split().freeze();
             if digest.algorithm() == Algorithm::Sha512 {
                 let actual = Digest::from_bytes(Algorithm::Sha512, &Sha512::digest(&data));
@@ -145,8 +148,12 @@ impl<'r> Writer<'r> {
                     return Err(mismatch(actual.to_string()));
                 }
             }
-            if !exists {
-                reg.objects.put(&blob_key, data).await?;
+            match existing {
+                Some(link) => link,
+                None => {
+                    reg.objects.put(&keys::blob_data(digest), data).await?;
+                    BlobLink { size, key: None }
+                }
             }
         } else {
             if !self.buf.is_empty() {
@@ -167,13 +174,22 @@ impl<'r> Writer<'r> {
                     return Err(mismatch(actual.to_string()));
                 }
             }
-            if exists {
-                reg.objects.delete(&staging).await?;
-            } else {
-                reg.objects.rename(&staging, &blob_key).await?;
+            match existing {
+                Some(link) => {
+                    reg.objects.delete(&staging).await?;
+                    link
+                }
+                None if reg.objects.can_rename() => {
+                    reg.objects.rename(&staging, &keys::blob_data(digest)).await?;
+                    BlobLink { size, key: None }
+                }
+                None => BlobLink { size, key: Some(staging) },
             }
+        };
+        if !already_stored {
+            reg.put_blob_record(digest, &link).await?;
         }
-        reg.link_blob(name, digest, size).await?;
+        reg.link_blob(name, digest, &link).await?;
         reg.discard(&self.session).await;
         Ok(())
     }
@@ -274,8 +290,8 @@ impl Registry {
         if let Some(mount) = query.get("mount") {
             // A mount that cannot happen (bad digest, unknown source) falls back to a normal upload, as the spec asks.
             if let (Ok(digest), Some(Ok(from))) = (Digest::parse(mount), query.get("from").map(RepositoryName::parse)) {
-                if let Some(size) = self.blob_size(&from, &digest).await? {
-                    self.link_blob(name, &digest, size).await?;
+                if let Some(link) = self.blob_link(&from, &digest).await? {
+                    self.link_blob(name, &digest, &link).await?;
                     return Ok(blob_created(name, &digest));
                 }
             }

@@ -17,12 +17,25 @@ pub struct MemoryObjectStore {
     objects: Mutex<HashMap<String, Bytes>>,
     uploads: Mutex<HashMap<String, BTreeMap<u32, Bytes>>>,
     next_upload: AtomicU64,
+    no_rename: bool,
 }
 
 impl MemoryObjectStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store that behaves like R2's binding: no rename (tests the registry's path for such stores).
+    pub fn without_rename() -> Self {
+        MemoryObjectStore { no_rename: true, ..Self::default() }
+    }
+
+    /// The stored keys, sorted (tests).
+    pub fn keys(&self) -> Vec<String> {
+        let mut k: Vec<String> = self.objects.lock().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        k.sort();
+        k
     }
 
     /// Number of stored objects (tests).
@@ -105,6 +118,10 @@ impl ObjectStore for MemoryObjectStore {
     async fn abort_multipart(&self, _key: &str, upload_id: &str) -> Result<()> {
         self.uploads.lock().map_err(poisoned)?.remove(upload_id);
         Ok(())
+    }
+
+    fn can_rename(&self) -> bool {
+        !self.no_rename
     }
 
     async fn rename(&self, from: &str, to: &str) -> Result<()> {

@@ -47,8 +47,14 @@ pub trait ObjectStore {
     async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[PartRecord]) -> Result<()>;
     /// Discard a multipart upload and its parts.
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()>;
-    /// Move an object to a new key (a verified upload to its content address).
+    /// Move an object to a new key (a verified upload to its content address). Only called when
+    /// [`ObjectStore::can_rename`] is true.
     async fn rename(&self, from: &str, to: &str) -> Result<()>;
+    /// Whether [`ObjectStore::rename`] is cheap (a file rename, a server-side copy). R2's binding has no copy: there a
+    /// verified multipart upload stays where it was assembled and the blob's records point at that key.
+    fn can_rename(&self) -> bool {
+        true
+    }
     /// A URL a client may GET the object from directly for `expires_secs`, when the backend can presign.
     fn presign_get(&self, _key: &str, _expires_secs: u64) -> Option<String> {
         None

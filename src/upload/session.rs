@@ -63,9 +63,10 @@ impl UploadSession {
         now.saturating_sub(self.updated_at) > expiry_secs
     }
 
-    /// The object key a multipart upload of this session writes to before it is verified.
+    /// The object key a multipart upload of this session is assembled at. Outside `_uploads/` because on stores
+    /// that cannot rename, the verified blob stays there.
     pub fn staging_key(&self) -> String {
-        format!("_uploads/{}/data", self.id)
+        format!("blobs/uploads/{}", self.id)
     }
 
     /// A fresh key for a tail starting at `start` (a new key per tail, so a crash between writing the tail and saving

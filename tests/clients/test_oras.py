@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import urllib.parse
 from pathlib import Path
 
 import oras.client
@@ -221,7 +222,8 @@ def test_oras_referrer_with_subject(orc, clients, repo):
     assert entry["artifactType"] == artifact_type
     assert entry["annotations"]["org.example.signed-by"] == "pier-tests"
 
-    filtered = orc.do_request(url + "?artifactType=" + artifact_type, "GET")
+    # Encoded as real clients do: a raw '+' in a query string means a space.
+    filtered = orc.do_request(url + "?" + urllib.parse.urlencode({"artifactType": artifact_type}), "GET")
     assert filtered.status_code == 200
     assert referrer_digest in [m["digest"] for m in filtered.json()["manifests"]]
     other = orc.do_request(url + "?artifactType=application/vnd.example.other", "GET")
