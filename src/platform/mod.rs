@@ -3,3 +3,5 @@
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native;
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+pub mod workers;

@@ -6,6 +6,8 @@
 //! backends never see client-controlled path segments.
 
 pub mod memory;
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+pub mod r2;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod fs;
 

@@ -17,6 +17,7 @@ from imagegen import (
 )
 
 MT_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+MT_DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 MT_DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 MT_DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 
@@ -132,6 +133,30 @@ def test_docker_v2s2_format(clients, repo):
     pulled = layout_blobs(out)
     for layer in layout.images[0].layers:
         assert pulled[layer.digest] == layer.blob
+
+
+def test_docker_v2s2_manifest_list(clients, repo):
+    """`--all --format v2s2` turns the OCI index into a Docker manifest list of Docker manifests."""
+    layout = make_multi_arch(str(clients.tmp / "src"), "list")
+    name = repo("v2s2-list")
+    push(clients, layout, name, "list", "--all", "--format", "v2s2")
+
+    raw = raw_manifest(clients, name, "list")
+    index = json.loads(raw)
+    assert index["mediaType"] == MT_DOCKER_MANIFEST_LIST
+    assert sorted(m["platform"]["architecture"] for m in index["manifests"]) == ["amd64", "arm64"]
+    for entry in index["manifests"]:
+        assert entry["mediaType"] == MT_DOCKER_MANIFEST
+        child = raw_manifest(clients, name, entry["digest"])
+        assert sha256_digest(child) == entry["digest"] and len(child) == entry["size"]
+        assert json.loads(child)["mediaType"] == MT_DOCKER_MANIFEST
+    assert raw_manifest(clients, name, sha256_digest(raw)) == raw
+
+    out = pull_layout(clients, name, "list", "out", "pulled", "--all")
+    pulled = layout_blobs(out)
+    for image in layout.images:
+        for layer in image.layers:
+            assert pulled[layer.digest] == layer.blob
 
 
 def test_delete_then_inspect_fails(clients, repo):

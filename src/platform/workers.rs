@@ -1,0 +1,149 @@
+//! The Cloudflare Workers adapter: the `fetch` entry point turns a Workers request into the core's request, builds a
+//! registry over the R2 binding (blobs and metadata, see `storage::r2` for why no key lives in KV) and turns the core's
+//! response back. A `scheduled` entry point (wrangler.toml `[triggers]`) purges expired upload sessions.
+//!
+//! Configuration comes from `[vars]` and secrets under the same names as everywhere (`Config::from_lookup`).
+
+use crate::api::{Body, Request, Response};
+use crate::config::Config;
+use crate::error::{Error, ErrorCode};
+use crate::registry::{Environment, Registry};
+use crate::storage::r2::{R2MetaStore, R2ObjectStore};
+use bytes::Bytes;
+use futures::StreamExt;
+use std::rc::Rc;
+use worker::{event, Context, Env, FixedLengthStream, Headers, ResponseBuilder, ScheduleContext, ScheduledEvent};
+
+/// The R2 binding holding blobs and metadata.
+pub const BUCKET_BINDING: &str = "BUCKET";
+/// Metadata keys live under this prefix in the bucket.
+pub const META_PREFIX: &str = "meta/";
+
+/// Time, randomness and logs from the Workers runtime.
+pub struct WorkersEnvironment;
+
+impl Environment for WorkersEnvironment {
+    fn now_unix(&self) -> u64 {
+        (js_sys::Date::now() / 1000.0) as u64
+    }
+
+    fn random_bytes(&self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        if getrandom::getrandom(&mut b).is_err() {
+            worker::console_error!("pier: crypto.getRandomValues unavailable");
+        }
+        b
+    }
+
+    fn log_error(&self, message: &str) {
+        worker::console_error!("pier: {message}");
+    }
+}
+
+fn setting(env: &Env, name: &str) -> Option<String> {
+    if let Ok(v) = env.var(name) {
+        return Some(v.to_string());
+    }
+    env.secret(name).ok().map(|s| s.to_string())
+}
+
+fn build_registry(env: &Env) -> Result<Registry, Error> {
+    let unavailable = |m: String| Error::msg(ErrorCode::Unavailable, m);
+    let config = Config::from_lookup(|k| setting(env, k)).map_err(|e| unavailable(e.to_string()))?;
+    let bucket = env
+        .bucket(BUCKET_BINDING)
+        .map_err(|_| unavailable(format!("R2 bucket binding {BUCKET_BINDING} is missing: add [[r2_buckets]] binding = \"{BUCKET_BINDING}\" to wrangler.toml")))?;
+    let meta_bucket = env.bucket(BUCKET_BINDING).map_err(|_| unavailable("R2 bucket binding missing".into()))?;
+    Ok(Registry::new(
+        Rc::new(R2ObjectStore::new(bucket)),
+        Rc::new(R2MetaStore::new(meta_bucket, META_PREFIX)),
+        config,
+        Rc::new(WorkersEnvironment),
+    ))
+}
+
+fn into_core(mut req: worker::Request) -> Result<Request, Error> {
+    let bad = |m: &str| Error::msg(ErrorCode::NotFound, m.to_string());
+    let url = req.url().map_err(|_| bad("invalid URL"))?;
+    let path_and_query = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_string(),
+    };
+    let method = http::Method::from_bytes(req.method().as_ref().as_bytes()).map_err(|_| bad("invalid method"))?;
+    let mut builder = http::Request::builder().method(method.clone()).uri(path_and_query);
+    for (name, value) in req.headers().entries() {
+        builder = builder.header(name, value);
+    }
+    let body = if matches!(method, http::Method::GET | http::Method::HEAD | http::Method::DELETE) {
+        Body::Empty
+    } else {
+        match req.stream() {
+            Ok(s) => Body::Stream(Box::pin(s.map(|r| {
+                r.map(Bytes::from).map_err(|e| Error::msg(ErrorCode::BlobUploadInvalid, "request body interrupted").with_detail(e.to_string()))
+            }))),
+            Err(_) => Body::Empty,
+        }
+    };
+    builder.body(body).map_err(|_| bad("invalid request"))
+}
+
+fn into_worker(resp: Response) -> worker::Result<worker::Response> {
+    let (parts, body) = resp.into_parts();
+    let headers = Headers::new();
+    let mut length = None;
+    for (name, value) in parts.headers.iter() {
+        if let Ok(v) = value.to_str() {
+            headers.set(name.as_str(), v)?;
+            if name == http::header::CONTENT_LENGTH {
+                length = v.parse::<u64>().ok();
+            }
+        }
+    }
+    let builder = ResponseBuilder::new().with_status(parts.status.as_u16()).with_headers(headers);
+    Ok(match body {
+        Body::Empty => builder.empty(),
+        Body::Full(b) => builder.fixed(b.to_vec()),
+        Body::Stream(s) => {
+            let s = s.map(|r| r.map(|b| b.to_vec()).map_err(|e| worker::Error::RustError(e.to_string())));
+            match length {
+                // A fixed-length stream keeps Content-Length on the wire instead of chunked encoding.
+                Some(len) => {
+                    let sys: worker::worker_sys::FixedLengthStream = FixedLengthStream::wrap(s, len).into();
+                    builder.stream(sys.readable())
+                }
+                None => builder.from_stream(s)?,
+            }
+        }
+    })
+}
+
+fn error_response(e: &Error) -> worker::Result<worker::Response> {
+    into_worker(crate::api::Reply::error(e).into_response())
+}
+
+#[event(fetch)]
+async fn fetch(req: worker::Request, env: Env, _ctx: Context) -> worker::Result<worker::Response> {
+    let registry = match build_registry(&env) {
+        Ok(r) => r,
+        Err(e) => {
+            worker::console_error!("pier: {e}");
+            return error_response(&e);
+        }
+    };
+    match into_core(req) {
+        Ok(req) => into_worker(registry.handle(req).await),
+        Err(e) => error_response(&e),
+    }
+}
+
+#[event(scheduled)]
+async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+    match build_registry(&env) {
+        Ok(registry) => match registry.purge_expired_uploads().await {
+            Ok(n) if n > 0 => worker::console_log!("pier: removed {n} expired upload sessions"),
+            Ok(_) => {}
+            Err(e) => worker::console_error!("pier: purging upload sessions: {e}"),
+        },
+        Err(e) => worker::console_error!("pier: {e}"),
+    }
+}

@@ -1,0 +1,176 @@
+//! Cloudflare R2 through the Workers binding: blobs ([`R2ObjectStore`]) and every metadata key ([`R2MetaStore`]).
+//!
+//! Why R2 holds the metadata too, key by key: upload sessions are rewritten by every chunk of an upload (Workers KV
+//! takes about one write per second per key and is eventually consistent, so a session read back by the next PATCH
+//! could be stale); tags and manifests must be visible to a pull right after the push, from any location (KV takes
+//! up to ~60 s to converge; R2 is strongly consistent); blob links and records are read right after they are written
+//! (the HEAD that follows a push). No Pier key tolerates KV's staleness, so no KV namespace is needed.
+//!
+//! R2's binding has no copy, so [`ObjectStore::can_rename`] is false: a verified multipart blob stays at the key it
+//! was assembled under and the registry records that key.
+
+use super::{ByteStream, MetaStore, ObjectRead, ObjectStore};
+use crate::error::{Error, Result};
+use crate::spec::range::ByteRange;
+use crate::upload::PartRecord;
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use worker::{Bucket, Range, UploadedPart};
+
+fn r2_err(what: &str, e: worker::Error) -> Error {
+    Error::storage(format!("r2 {what}: {e}"))
+}
+
+/// R2's largest list page.
+const LIST_PAGE: usize = 1000;
+
+/// Blobs in an R2 bucket.
+pub struct R2ObjectStore {
+    bucket: Bucket,
+    presigner: Option<Box<dyn Fn(&str, u64) -> Option<String>>>,
+}
+
+impl R2ObjectStore {
+    /// Blobs in `bucket`.
+    pub fn new(bucket: Bucket) -> Self {
+        R2ObjectStore { bucket, presigner: None }
+    }
+
+    /// Presign blob GETs with `presign(key, expires_secs)` (R2's S3 API with SigV4).
+    pub fn with_presigner(mut self, presign: Box<dyn Fn(&str, u64) -> Option<String>>) -> Self {
+        self.presigner = Some(presign);
+        self
+    }
+}
+
+fn object_stream(body: worker::ByteStream) -> ByteStream {
+    Box::pin(body.map(|r| r.map(Bytes::from).map_err(|e| r2_err("read", e))))
+}
+
+#[async_trait(?Send)]
+impl ObjectStore for R2ObjectStore {
+    async fn head(&self, key: &str) -> Result<Option<u64>> {
+        Ok(self.bucket.head(key).await.map_err(|e| r2_err("head", e))?.map(|o| o.size()))
+    }
+
+    async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<Option<ObjectRead>> {
+        let mut get = self.bucket.get(key);
+        if let Some(r) = range {
+            get = get.range(Range::OffsetWithLength { offset: r.start, length: r.len() });
+        }
+        let Some(object) = get.execute().await.map_err(|e| r2_err("get", e))? else { return Ok(None) };
+        let size = object.size();
+        let body = object.body().ok_or_else(|| Error::storage("r2 get: object without body"))?;
+        let stream = body.stream().map_err(|e| r2_err("get", e))?;
+        Ok(Some(ObjectRead { size, body: object_stream(stream) }))
+    }
+
+    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        self.bucket.put(key, data.to_vec()).execute().await.map_err(|e| r2_err("put", e))?;
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.bucket.delete(key).await.map_err(|e| r2_err("delete", e))
+    }
+
+    async fn create_multipart(&self, key: &str) -> Result<String> {
+        let upload = self.bucket.create_multipart_upload(key).execute().await.map_err(|e| r2_err("create multipart", e))?;
+        Ok(upload.upload_id().await)
+    }
+
+    async fn upload_part(&self, key: &str, upload_id: &str, number: u32, data: Bytes) -> Result<String> {
+        let number = u16::try_from(number).map_err(|_| Error::storage("r2: more than 65535 parts"))?;
+        let upload = self.bucket.resume_multipart_upload(key, upload_id).map_err(|e| r2_err("resume multipart", e))?;
+        let part = upload.upload_part(number, data.to_vec()).await.map_err(|e| r2_err("upload part", e))?;
+        Ok(part.etag())
+    }
+
+    async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[PartRecord]) -> Result<()> {
+        let upload = self.bucket.resume_multipart_upload(key, upload_id).map_err(|e| r2_err("resume multipart", e))?;
+        let mut uploaded = Vec::with_capacity(parts.len());
+        for p in parts {
+            let n = u16::try_from(p.number).map_err(|_| Error::storage("r2: more than 65535 parts"))?;
+            uploaded.push(UploadedPart::new(n, p.etag.clone()));
+        }
+        upload.complete(uploaded).await.map_err(|e| r2_err("complete multipart", e))?;
+        Ok(())
+    }
+
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()> {
+        let upload = self.bucket.resume_multipart_upload(key, upload_id).map_err(|e| r2_err("resume multipart", e))?;
+        upload.abort().await.map_err(|e| r2_err("abort multipart", e))
+    }
+
+    async fn rename(&self, _from: &str, _to: &str) -> Result<()> {
+        Err(Error::storage("r2 binding cannot rename"))
+    }
+
+    fn can_rename(&self) -> bool {
+        false
+    }
+
+    fn presign_get(&self, key: &str, expires_secs: u64) -> Option<String> {
+        self.presigner.as_ref().and_then(|p| p(key, expires_secs))
+    }
+
+    fn min_part_size(&self) -> u64 {
+        5 * 1024 * 1024
+    }
+}
+
+/// Metadata keys as small R2 objects under a prefix.
+pub struct R2MetaStore {
+    bucket: Bucket,
+    prefix: String,
+}
+
+impl R2MetaStore {
+    /// Keys stored as `<prefix><key>` in `bucket`.
+    pub fn new(bucket: Bucket, prefix: impl Into<String>) -> Self {
+        R2MetaStore { bucket, prefix: prefix.into() }
+    }
+}
+
+#[async_trait(?Send)]
+impl MetaStore for R2MetaStore {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        let full = format!("{}{key}", self.prefix);
+        let Some(object) = self.bucket.get(&full).execute().await.map_err(|e| r2_err("get", e))? else { return Ok(None) };
+        let body = object.body().ok_or_else(|| Error::storage("r2 get: object without body"))?;
+        Ok(Some(Bytes::from(body.bytes().await.map_err(|e| r2_err("read", e))?)))
+    }
+
+    async fn put(&self, key: &str, value: Bytes) -> Result<()> {
+        self.bucket.put(format!("{}{key}", self.prefix), value.to_vec()).execute().await.map_err(|e| r2_err("put", e))?;
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.bucket.delete(format!("{}{key}", self.prefix)).await.map_err(|e| r2_err("delete", e))
+    }
+
+    async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        let full_prefix = format!("{}{prefix}", self.prefix);
+        let mut out = Vec::new();
+        let mut after = start_after.map(|s| format!("{}{s}", self.prefix));
+        while out.len() < limit {
+            let want = (limit - out.len()).min(LIST_PAGE) as u32;
+            let mut list = self.bucket.list().prefix(full_prefix.clone()).limit(want);
+            if let Some(a) = &after {
+                list = list.start_after(a.clone());
+            }
+            let page = list.execute().await.map_err(|e| r2_err("list", e))?;
+            let keys: Vec<String> = page.objects().iter().map(|o| o.key()).collect();
+            let done = !page.truncated() || keys.is_empty();
+            after = keys.last().cloned();
+            out.extend(keys.into_iter().filter_map(|k| k.strip_prefix(&self.prefix).map(str::to_string)));
+            if done {
+                break;
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+}
