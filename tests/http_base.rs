@@ -115,10 +115,21 @@ fn name_with_dot_dot_segment_is_name_invalid() {
     if !s.base.starts_with("http://") {
         return;
     }
-    // Sent raw: a URL parser would remove the `..` segment.
-    assert_name_invalid(&s.raw("GET", "/v2/a/../b/tags/list", &[], b""));
-    assert_name_invalid(&s.raw("GET", "/v2/../tags/list", &[], b""));
-    assert_name_invalid(&s.raw("POST", "/v2/a/./b/blobs/uploads/", &[], b""));
+    // Sent raw: a URL parser would remove the `..` segment. Edge runtimes (workerd) normalise dot segments before
+    // the registry sees the path, so there `/v2/a/../b/...` is simply repository `b`: never a way out of `/v2/`.
+    let normalising = external();
+    for (method, path) in [
+        ("GET", "/v2/a/../b/tags/list"),
+        ("GET", "/v2/../tags/list"),
+        ("POST", "/v2/a/./b/blobs/uploads/"),
+    ] {
+        let r = s.raw(method, path, &[], b"");
+        if normalising && r.status != 400 {
+            assert!(r.status == 404 || r.status == 202, "{path}: {}", r.summary());
+        } else {
+            assert_name_invalid(&r);
+        }
+    }
 }
 
 #[test]

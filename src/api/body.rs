@@ -5,6 +5,9 @@ use crate::storage::ByteStream;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
+/// How much of a refused body is read and discarded before answering.
+pub const DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
+
 /// A body.
 pub enum Body {
     Empty,
@@ -64,10 +67,23 @@ impl Body {
         while let Some(chunk) = self.next_chunk().await {
             let chunk = chunk?;
             if out.len() + chunk.len() > limit {
+                self.drain(DRAIN_LIMIT).await;
                 return Err(Error::new(ErrorCode::PayloadTooLarge).with_detail(format!("body larger than {limit} bytes")));
             }
             out.extend_from_slice(&chunk);
         }
         Ok(out.freeze())
+    }
+
+    /// Read and discard up to `max` bytes. An error answered before the client has finished sending is lost by some
+    /// proxies (wrangler's local proxy among them), so refused bodies of moderate size are consumed first.
+    pub async fn drain(&mut self, max: u64) {
+        let mut seen = 0u64;
+        while seen < max {
+            match self.next_chunk().await {
+                Some(Ok(c)) => seen += c.len() as u64,
+                _ => break,
+            }
+        }
     }
 }

@@ -77,10 +77,11 @@ impl Registry {
             .header("etag", format!("\"{digest}\"")))
     }
 
-    pub(super) async fn put_manifest(&self, name: &RepositoryName, reference: &str, headers: &HeaderMap, body: Body) -> Result<Reply> {
+    pub(super) async fn put_manifest(&self, name: &RepositoryName, reference: &str, headers: &HeaderMap, mut body: Body) -> Result<Reply> {
         let reference = Reference::parse(reference)?;
         if let Some(len) = header(headers, "content-length").and_then(|v| v.trim().parse::<u64>().ok()) {
             if len > MAX_MANIFEST_SIZE as u64 {
+                body.drain(crate::api::body::DRAIN_LIMIT).await;
                 return Err(Error::new(ErrorCode::PayloadTooLarge).with_detail(format!("manifest larger than {MAX_MANIFEST_SIZE} bytes")));
             }
         }
