@@ -30,6 +30,8 @@ pub enum SignError {
     InvalidTimestamp(String),
     /// A presigned URL's lifetime is outside what the provider accepts.
     InvalidExpiry(u64),
+    /// A service version this module cannot sign for.
+    UnsupportedVersion(String),
 }
 
 impl fmt::Display for SignError {
@@ -39,6 +41,7 @@ impl fmt::Display for SignError {
             SignError::InvalidAccountKey => f.write_str("the storage account key is not valid base64"),
             SignError::InvalidTimestamp(s) => write!(f, "invalid timestamp {s:?}"),
             SignError::InvalidExpiry(s) => write!(f, "invalid presigned URL lifetime of {s} seconds"),
+            SignError::UnsupportedVersion(v) => write!(f, "unsupported signed version {v:?}"),
         }
     }
 }
