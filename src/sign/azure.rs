@@ -112,8 +112,12 @@ const STANDARD_HEADERS: [&str; 11] = [
 /// The SharedKey string to sign (Blob service, version 2015-02-21 and later) of `request` for `account`.
 pub fn shared_key_string_to_sign(account: &str, request: &SharedKeyRequest<'_>) -> String {
     let header = |name: &str| -> String {
-        let values: Vec<&str> =
-            request.headers.iter().filter(|(n, _)| n.trim().eq_ignore_ascii_case(name)).map(|(_, v)| v.trim()).collect();
+        let values: Vec<&str> = request
+            .headers
+            .iter()
+            .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim())
+            .collect();
         values.join(",")
     };
     let mut out = request.method.to_ascii_uppercase();
@@ -262,20 +266,23 @@ pub fn blob_sas_string_to_sign(account: &str, sas: &BlobSas<'_>) -> Result<Strin
         sas.protocol.map(SasProtocol::as_str).unwrap_or(""),
         sas.version,
         "b", // sr: one blob
-        "", // snapshot time
-        "", // ses: no encryption scope
-        "", // rscc
-        "", // rscd
-        "", // rsce
-        "", // rscl
-        "", // rsct
+        "",  // snapshot time
+        "",  // ses: no encryption scope
+        "",  // rscc
+        "",  // rscd
+        "",  // rsce
+        "",  // rscl
+        "",  // rsct
     ];
     Ok(fields.join("\n"))
 }
 
 fn valid_version(v: &str) -> bool {
     let b = v.as_bytes();
-    b.len() == 10 && b[4] == b'-' && b[7] == b'-' && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
+    b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
 }
 
 /// A signed SAS token.
@@ -326,12 +333,22 @@ impl BlobEndpoint {
     pub fn for_realm(account: &str, realm: &str) -> Result<Self, SignError> {
         let realm = realm.trim().trim_matches('.');
         if !valid_account(account) {
-            return Err(SignError::InvalidEndpoint(format!("invalid storage account name {:?}", account.chars().take(64).collect::<String>())));
+            return Err(SignError::InvalidEndpoint(format!(
+                "invalid storage account name {:?}",
+                account.chars().take(64).collect::<String>()
+            )));
         }
         if realm.is_empty() || !realm.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.')) {
-            return Err(SignError::InvalidEndpoint(format!("invalid realm {:?}", realm.chars().take(100).collect::<String>())));
+            return Err(SignError::InvalidEndpoint(format!(
+                "invalid realm {:?}",
+                realm.chars().take(100).collect::<String>()
+            )));
         }
-        Ok(BlobEndpoint { scheme: Scheme::Https, host: format!("{account}.blob.{}", realm.to_ascii_lowercase()), path_account: None })
+        Ok(BlobEndpoint {
+            scheme: Scheme::Https,
+            host: format!("{account}.blob.{}", realm.to_ascii_lowercase()),
+            path_account: None,
+        })
     }
 
     /// Azurite on `host_port` (e.g. `127.0.0.1:10000`) over HTTP with the account in the path.
@@ -342,7 +359,8 @@ impl BlobEndpoint {
     /// A blob service URL: `https://acct.blob.core.windows.net[/]` (account in the host) or
     /// `http://127.0.0.1:10000/devstoreaccount1` (path style, account as the only path segment).
     pub fn parse(url: &str) -> Result<Self, SignError> {
-        let bad = |why: &str| SignError::InvalidEndpoint(format!("{why} in {:?}", url.chars().take(200).collect::<String>()));
+        let bad =
+            |why: &str| SignError::InvalidEndpoint(format!("{why} in {:?}", url.chars().take(200).collect::<String>()));
         let trimmed = url.trim();
         let (scheme, rest) = match trimmed.split_once("://") {
             Some((s, rest)) if s.eq_ignore_ascii_case("https") => (Scheme::Https, rest),
@@ -429,13 +447,16 @@ impl BlobEndpoint {
         let date = time.http_date();
         let mut all: Vec<(&str, &str)> = headers
             .iter()
-            .filter(|(n, _)| !n.trim().eq_ignore_ascii_case("x-ms-date") && !n.trim().eq_ignore_ascii_case("x-ms-version"))
+            .filter(|(n, _)| {
+                !n.trim().eq_ignore_ascii_case("x-ms-date") && !n.trim().eq_ignore_ascii_case("x-ms-version")
+            })
             .copied()
             .collect();
         all.push(("x-ms-date", &date));
         all.push(("x-ms-version", api_version));
         let path = self.encoded_path(container, blob);
-        let signature = sign_shared_key(credential, &SharedKeyRequest { method, encoded_path: &path, query, headers: &all });
+        let signature =
+            sign_shared_key(credential, &SharedKeyRequest { method, encoded_path: &path, query, headers: &all });
         let mut send: Vec<(String, String)> = all.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
         send.push(("authorization".to_string(), signature.authorization.clone()));
         SignedBlobRequest {
@@ -513,7 +534,16 @@ mod tests {
     #[test]
     fn azurite_get_blob_with_x_ms_range_signs_the_account_twice() {
         let endpoint = BlobEndpoint::parse("http://127.0.0.1:10000/devstoreaccount1").unwrap();
-        let signed = endpoint.sign(&dev(), may24(), V, "GET", "pier", "docker/registry/v2/blobs/sha256/ab/data", &[], &[("x-ms-range", "bytes=0-9")]);
+        let signed = endpoint.sign(
+            &dev(),
+            may24(),
+            V,
+            "GET",
+            "pier",
+            "docker/registry/v2/blobs/sha256/ab/data",
+            &[],
+            &[("x-ms-range", "bytes=0-9")],
+        );
         assert_eq!(signed.url, "http://127.0.0.1:10000/devstoreaccount1/pier/docker/registry/v2/blobs/sha256/ab/data");
         assert_eq!(
             signed.string_to_sign,
@@ -529,7 +559,9 @@ mod tests {
         let endpoint = BlobEndpoint::azurite("127.0.0.1:10000", AZURITE_ACCOUNT).unwrap();
         let query = [("restype", "container"), ("comp", "list"), ("prefix", "docker/repo/"), ("maxresults", "2")];
         let signed = endpoint.sign(&dev(), may24(), V, "GET", "pier", "", &query, &[]);
-        assert!(signed.string_to_sign.ends_with("/devstoreaccount1/devstoreaccount1/pier\ncomp:list\nmaxresults:2\nprefix:docker/repo/\nrestype:container"));
+        assert!(signed.string_to_sign.ends_with(
+            "/devstoreaccount1/devstoreaccount1/pier\ncomp:list\nmaxresults:2\nprefix:docker/repo/\nrestype:container"
+        ));
         assert_eq!(signed.authorization, "SharedKey devstoreaccount1:w9lPUXt1Pf7tiDTGhBLkaXFOCzS14yM4G3ztVbCOhwY=");
         assert_eq!(signed.url, "http://127.0.0.1:10000/devstoreaccount1/pier?restype=container&comp=list&prefix=docker%2Frepo%2F&maxresults=2");
     }
@@ -538,8 +570,20 @@ mod tests {
     fn put_block_on_the_global_cloud() {
         let endpoint = BlobEndpoint::for_realm("pierregistry", DEFAULT_REALM).unwrap();
         let headers = [("Content-Length", "1024"), ("Content-Type", "application/octet-stream")];
-        let signed = endpoint.sign(&prod(), may24(), V, "PUT", "pier", "uploads/u1/data", &[("comp", "block"), ("blockid", "MDAwMDAx")], &headers);
-        assert_eq!(signed.url, "https://pierregistry.blob.core.windows.net/pier/uploads/u1/data?comp=block&blockid=MDAwMDAx");
+        let signed = endpoint.sign(
+            &prod(),
+            may24(),
+            V,
+            "PUT",
+            "pier",
+            "uploads/u1/data",
+            &[("comp", "block"), ("blockid", "MDAwMDAx")],
+            &headers,
+        );
+        assert_eq!(
+            signed.url,
+            "https://pierregistry.blob.core.windows.net/pier/uploads/u1/data?comp=block&blockid=MDAwMDAx"
+        );
         assert_eq!(
             signed.string_to_sign,
             "PUT\n\n\n1024\n\napplication/octet-stream\n\n\n\n\n\n\nx-ms-date:Fri, 24 May 2013 00:00:00 GMT\nx-ms-version:2021-08-06\n\
@@ -557,7 +601,8 @@ mod tests {
             ("Content-MD5", "Q2hlY2sgSW50ZWdyaXR5IQ=="),
             ("x-ms-blob-content-type", "application/octet-stream"),
         ];
-        let signed = endpoint.sign(&prod(), may24(), V, "PUT", "pier", "uploads/u1/data", &[("comp", "blocklist")], &headers);
+        let signed =
+            endpoint.sign(&prod(), may24(), V, "PUT", "pier", "uploads/u1/data", &[("comp", "blocklist")], &headers);
         assert!(signed.url.starts_with("https://pierregistry.blob.core.chinacloudapi.cn/pier/uploads/u1/data?"));
         assert_eq!(signed.authorization, "SharedKey pierregistry:lC8TiRKrzKNhXJQeqPJMHHWYc5PcL9Yvr2iG1TROGE0=");
     }
@@ -565,7 +610,8 @@ mod tests {
     #[test]
     fn delete_with_zero_content_length_and_an_encoded_name() {
         let endpoint = BlobEndpoint::parse("https://pierregistry.blob.core.windows.net/").unwrap();
-        let signed = endpoint.sign(&prod(), may24(), V, "DELETE", "pier", "a b/c+d$e.txt", &[], &[("Content-Length", "0")]);
+        let signed =
+            endpoint.sign(&prod(), may24(), V, "DELETE", "pier", "a b/c+d$e.txt", &[], &[("Content-Length", "0")]);
         assert_eq!(signed.url, "https://pierregistry.blob.core.windows.net/pier/a%20b/c%2Bd%24e.txt");
         assert!(signed.string_to_sign.starts_with("DELETE\n\n\n\n\n"));
         assert!(signed.string_to_sign.ends_with("\n/pierregistry/pier/a%20b/c%2Bd%24e.txt"));
@@ -575,10 +621,17 @@ mod tests {
     #[test]
     fn conditional_put_on_the_us_government_cloud() {
         let endpoint = BlobEndpoint::for_realm("pierregistry", "core.usgovcloudapi.net").unwrap();
-        let headers = [("Content-Length", "71"), ("Content-Type", "text/plain"), ("If-None-Match", "*"), ("x-ms-blob-type", "BlockBlob")];
+        let headers = [
+            ("Content-Length", "71"),
+            ("Content-Type", "text/plain"),
+            ("If-None-Match", "*"),
+            ("x-ms-blob-type", "BlockBlob"),
+        ];
         let blob = "docker/registry/v2/repositories/r/_manifests/tags/latest/current/link";
         let signed = endpoint.sign(&prod(), may24(), V, "PUT", "pier", blob, &[], &headers);
-        assert!(signed.string_to_sign.starts_with("PUT\n\n\n71\n\ntext/plain\n\n\n\n*\n\n\nx-ms-blob-type:BlockBlob\n"));
+        assert!(signed
+            .string_to_sign
+            .starts_with("PUT\n\n\n71\n\ntext/plain\n\n\n\n*\n\n\nx-ms-blob-type:BlockBlob\n"));
         assert_eq!(signed.authorization, "SharedKey pierregistry:GyY4GKyg0NIhugqKoN1zg49+KYSG8dlweJA6jaHvsYI=");
     }
 
@@ -640,13 +693,17 @@ mod tests {
 
     #[test]
     fn sas_for_a_name_needing_encoding_at_the_sdk_default_version() {
-        let sas = BlobSas { version: "2026-10-06", ..BlobSas::read("pier", "a b/c+d$e.txt", Some(utc(0, 0)), utc(0, 15)) };
+        let sas =
+            BlobSas { version: "2026-10-06", ..BlobSas::read("pier", "a b/c+d$e.txt", Some(utc(0, 0)), utc(0, 15)) };
         let token = blob_sas_token(&prod(), &sas).unwrap();
         assert!(token.string_to_sign.contains("\n/blob/pierregistry/pier/a b/c+d$e.txt\n"));
         assert_eq!(token.signature, "woVyvcPtteEc1d/eN2LrDo0QMebLAzngVhY7x+Q89n8=");
         let endpoint = BlobEndpoint::for_realm("pierregistry", "core.chinacloudapi.cn").unwrap();
         let url = endpoint.presigned_url(&prod(), &sas).unwrap();
-        assert!(url.starts_with("https://pierregistry.blob.core.chinacloudapi.cn/pier/a%20b/c%2Bd%24e.txt?st="), "{url}");
+        assert!(
+            url.starts_with("https://pierregistry.blob.core.chinacloudapi.cn/pier/a%20b/c%2Bd%24e.txt?st="),
+            "{url}"
+        );
         assert!(url.ends_with("&sig=woVyvcPtteEc1d%2FeN2LrDo0QMebLAzngVhY7x%2BQ89n8%3D"));
     }
 
@@ -667,7 +724,9 @@ mod tests {
         let e = BlobEndpoint::parse("https://acct.blob.core.windows.net:443").unwrap();
         assert!(!e.is_path_style());
         assert_eq!(e.host(), "acct.blob.core.windows.net");
-        for bad in ["acct.blob.core.windows.net", "ftp://x", "http://h/a/b", "http://h/UPPER", "http://h?x", "http://:1"] {
+        for bad in
+            ["acct.blob.core.windows.net", "ftp://x", "http://h/a/b", "http://h/UPPER", "http://h?x", "http://:1"]
+        {
             assert!(BlobEndpoint::parse(bad).is_err(), "{bad}");
         }
         assert!(BlobEndpoint::for_realm("Bad_Name", DEFAULT_REALM).is_err());
@@ -679,7 +738,10 @@ mod tests {
     fn keys_are_validated_and_never_printed() {
         assert_eq!(SharedKeyCredential::new("a", "not base64!"), Err(SignError::InvalidAccountKey));
         assert_eq!(SharedKeyCredential::new("a", ""), Err(SignError::InvalidAccountKey));
-        assert_eq!(SharedKeyCredential::new(AZURITE_ACCOUNT, AZURITE_ACCOUNT_KEY).unwrap(), SharedKeyCredential::azurite());
+        assert_eq!(
+            SharedKeyCredential::new(AZURITE_ACCOUNT, AZURITE_ACCOUNT_KEY).unwrap(),
+            SharedKeyCredential::azurite()
+        );
         let shown = format!("{:?}", dev());
         assert!(shown.contains("devstoreaccount1") && !shown.contains("Eby8"));
     }
@@ -693,6 +755,9 @@ mod tests {
             headers: &[("x-ms-meta-k", "v2"), ("X-MS-META-K", " v1 "), ("x-ms-date", DATE)],
         };
         let sts = shared_key_string_to_sign("acct", &request);
-        assert!(sts.ends_with("x-ms-date:Fri, 24 May 2013 00:00:00 GMT\nx-ms-meta-k:v2,v1\n/acct/\na:x\nb:1,2"), "{sts}");
+        assert!(
+            sts.ends_with("x-ms-date:Fri, 24 May 2013 00:00:00 GMT\nx-ms-meta-k:v2,v1\n/acct/\na:x\nb:1,2"),
+            "{sts}"
+        );
     }
 }

@@ -134,8 +134,15 @@ impl Timestamp {
 
     /// Build from calendar fields (UTC). Rejects out-of-range fields.
     pub fn from_utc(year: i32, month: u32, day: u32, hour: u32, minute: u32, second: u32) -> Result<Self, SignError> {
-        let bad = || SignError::InvalidTimestamp(format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z"));
-        if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) || hour > 23 || minute > 59 || second > 59 {
+        let bad =
+            || SignError::InvalidTimestamp(format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z"));
+        if !(1..=12).contains(&month)
+            || day == 0
+            || day > days_in_month(year, month)
+            || hour > 23
+            || minute > 59
+            || second > 59
+        {
             return Err(bad());
         }
         let days = days_from_civil(year, month, day);
@@ -289,7 +296,15 @@ mod tests {
 
     #[test]
     fn malformed_timestamps_are_refused() {
-        for s in ["2013-05-24T00:00:00Z", "20130524T000000", "20131324T000000Z", "20130230T000000Z", "2013052AT000000Z", "20130524T240000Z", ""] {
+        for s in [
+            "2013-05-24T00:00:00Z",
+            "20130524T000000",
+            "20131324T000000Z",
+            "20130230T000000Z",
+            "2013052AT000000Z",
+            "20130524T240000Z",
+            "",
+        ] {
             assert!(Timestamp::parse_amz_date(s).is_err(), "{s}");
         }
     }

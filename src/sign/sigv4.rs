@@ -41,7 +41,11 @@ pub struct Credentials {
 impl Credentials {
     /// Long-term credentials.
     pub fn new(access_key_id: impl Into<String>, secret_access_key: impl Into<String>) -> Self {
-        Credentials { access_key_id: access_key_id.into(), secret_access_key: secret_access_key.into(), session_token: None }
+        Credentials {
+            access_key_id: access_key_id.into(),
+            secret_access_key: secret_access_key.into(),
+            session_token: None,
+        }
     }
 
     /// The same credentials with a session token.
@@ -195,17 +199,22 @@ pub struct SignedRequest {
 const SIGNER_HEADERS: [&str; 4] = ["host", "x-amz-date", "x-amz-content-sha256", "x-amz-security-token"];
 
 /// Sign `request` with an `Authorization` header (SigV4 header auth).
-pub fn sign_request(credentials: &Credentials, region: &str, service: &str, time: Timestamp, request: &Request<'_>) -> SignedRequest {
+pub fn sign_request(
+    credentials: &Credentials,
+    region: &str,
+    service: &str,
+    time: Timestamp,
+    request: &Request<'_>,
+) -> SignedRequest {
     let amz_date = time.amz_date();
-    let mut headers: Vec<(&str, &str)> = vec![
-        ("host", request.host),
-        ("x-amz-content-sha256", request.payload_hash),
-        ("x-amz-date", &amz_date),
-    ];
+    let mut headers: Vec<(&str, &str)> =
+        vec![("host", request.host), ("x-amz-content-sha256", request.payload_hash), ("x-amz-date", &amz_date)];
     if let Some(token) = &credentials.session_token {
         headers.push(("x-amz-security-token", token));
     }
-    headers.extend(request.headers.iter().filter(|(n, _)| !SIGNER_HEADERS.iter().any(|s| n.trim().eq_ignore_ascii_case(s))));
+    headers.extend(
+        request.headers.iter().filter(|(n, _)| !SIGNER_HEADERS.iter().any(|s| n.trim().eq_ignore_ascii_case(s))),
+    );
 
     let (canonical_hdrs, signed_headers) = canonical_headers(&headers);
     let canonical = canonical_request(
@@ -220,8 +229,10 @@ pub fn sign_request(credentials: &Credentials, region: &str, service: &str, time
     let to_sign = string_to_sign(time, &scope, &canonical);
     let key = signing_key(&credentials.secret_access_key, &time.date_stamp(), region, service);
     let signature = hex(&hmac_sha256(&key, to_sign.as_bytes()));
-    let authorization =
-        format!("{ALGORITHM} Credential={}/{scope},SignedHeaders={signed_headers},Signature={signature}", credentials.access_key_id);
+    let authorization = format!(
+        "{ALGORITHM} Credential={}/{scope},SignedHeaders={signed_headers},Signature={signature}",
+        credentials.access_key_id
+    );
 
     let mut send: Vec<(String, String)> =
         headers.iter().map(|(n, v)| (n.trim().to_ascii_lowercase(), v.to_string())).collect();
@@ -260,7 +271,13 @@ pub struct PresignedUrl {
 }
 
 /// Presign a request: the `X-Amz-*` query parameters plus the signature, as a full URL.
-pub fn presign(credentials: &Credentials, region: &str, service: &str, time: Timestamp, request: &Presign<'_>) -> Result<PresignedUrl, SignError> {
+pub fn presign(
+    credentials: &Credentials,
+    region: &str,
+    service: &str,
+    time: Timestamp,
+    request: &Presign<'_>,
+) -> Result<PresignedUrl, SignError> {
     if request.expires_secs == 0 || request.expires_secs > MAX_PRESIGN_EXPIRES {
         return Err(SignError::InvalidExpiry(request.expires_secs));
     }
@@ -283,11 +300,13 @@ pub fn presign(credentials: &Credentials, region: &str, service: &str, time: Tim
     let uri = canonical_uri(request.path);
     let canonical_query = canonical_query_string(&query);
     let (canonical_hdrs, signed_headers) = canonical_headers(&[("host", request.host)]);
-    let canonical = canonical_request(request.method, &uri, &canonical_query, &canonical_hdrs, &signed_headers, UNSIGNED_PAYLOAD);
+    let canonical =
+        canonical_request(request.method, &uri, &canonical_query, &canonical_hdrs, &signed_headers, UNSIGNED_PAYLOAD);
     let to_sign = string_to_sign(time, &scope, &canonical);
     let key = signing_key(&credentials.secret_access_key, &time.date_stamp(), region, service);
     let signature = hex(&hmac_sha256(&key, to_sign.as_bytes()));
-    let url = format!("{}://{}{uri}?{canonical_query}&X-Amz-Signature={signature}", request.scheme.as_str(), request.host);
+    let url =
+        format!("{}://{}{uri}?{canonical_query}&X-Amz-Signature={signature}", request.scheme.as_str(), request.host);
     Ok(PresignedUrl { url, signature, canonical_request: canonical, string_to_sign: to_sign })
 }
 
@@ -341,13 +360,21 @@ impl S3Endpoint {
     /// AWS S3 in `region`: `https://s3.<region>.amazonaws.com` (or `.amazonaws.com.cn` for the China regions).
     pub fn aws(region: &str, style: AddressingStyle) -> Self {
         let suffix = if region.starts_with("cn-") { "amazonaws.com.cn" } else { "amazonaws.com" };
-        S3Endpoint { scheme: Scheme::Https, host: format!("s3.{region}.{suffix}"), port: None, region: region.to_string(), style }
+        S3Endpoint {
+            scheme: Scheme::Https,
+            host: format!("s3.{region}.{suffix}"),
+            port: None,
+            region: region.to_string(),
+            style,
+        }
     }
 
     /// A custom endpoint URL such as `http://127.0.0.1:9014`, `https://<account>.r2.cloudflarestorage.com` or
     /// `https://minio.internal:9000/`. Only scheme, host and port are allowed (no path, user, query or fragment).
     pub fn parse(endpoint: &str, region: &str, style: AddressingStyle) -> Result<Self, SignError> {
-        let bad = |why: &str| SignError::InvalidEndpoint(format!("{why} in {:?}", endpoint.chars().take(200).collect::<String>()));
+        let bad = |why: &str| {
+            SignError::InvalidEndpoint(format!("{why} in {:?}", endpoint.chars().take(200).collect::<String>()))
+        };
         let (scheme, rest) = if let Some(rest) = strip_prefix_ignore_case(endpoint.trim(), "https://") {
             (Scheme::Https, rest)
         } else if let Some(rest) = strip_prefix_ignore_case(endpoint.trim(), "http://") {
@@ -406,7 +433,8 @@ impl S3Endpoint {
 
     /// The full URL of `key` with raw query pairs, encoded exactly as [`S3Endpoint::sign`] signs it.
     pub fn url(&self, bucket: &str, key: &str, query: &[(&str, &str)]) -> String {
-        let mut url = format!("{}://{}{}", self.scheme.as_str(), self.host(bucket), canonical_uri(&self.path(bucket, key)));
+        let mut url =
+            format!("{}://{}{}", self.scheme.as_str(), self.host(bucket), canonical_uri(&self.path(bucket, key)));
         if !query.is_empty() {
             url.push('?');
             url.push_str(&canonical_query_string(query));
@@ -451,7 +479,14 @@ impl S3Endpoint {
     }
 
     /// A presigned GET of `key` in `bucket` (the blob redirect).
-    pub fn presign_get(&self, credentials: &Credentials, time: Timestamp, bucket: &str, key: &str, expires_secs: u64) -> Result<String, SignError> {
+    pub fn presign_get(
+        &self,
+        credentials: &Credentials,
+        time: Timestamp,
+        bucket: &str,
+        key: &str,
+        expires_secs: u64,
+    ) -> Result<String, SignError> {
         self.presign(credentials, time, "GET", bucket, key, expires_secs)
     }
 }
@@ -477,13 +512,16 @@ pub(crate) fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
         }
     };
     let valid_host = !host.is_empty()
-        && (host.starts_with('[') || host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')));
+        && (host.starts_with('[')
+            || host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')));
     if !valid_host {
         return None;
     }
     let port = match port {
         None => None,
-        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => Some(p.parse::<u16>().ok().filter(|p| *p != 0)?),
+        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(p.parse::<u16>().ok().filter(|p| *p != 0)?)
+        }
         Some(_) => return None,
     };
     Some((host, port))
@@ -583,7 +621,14 @@ mod tests {
 
     #[test]
     fn presigned_get_object() {
-        let request = Presign { method: "GET", scheme: Scheme::Https, host: HOST, path: "/test.txt", query: &[], expires_secs: 86_400 };
+        let request = Presign {
+            method: "GET",
+            scheme: Scheme::Https,
+            host: HOST,
+            path: "/test.txt",
+            query: &[],
+            expires_secs: 86_400,
+        };
         let presigned = presign(&creds(), "us-east-1", "s3", may24(), &request).unwrap();
         assert_eq!(
             presigned.canonical_request,
@@ -602,7 +647,8 @@ mod tests {
 
     #[test]
     fn endpoint_virtual_hosted_reproduces_the_documented_presigned_url() {
-        let endpoint = S3Endpoint::parse("https://s3.amazonaws.com", "us-east-1", AddressingStyle::VirtualHosted).unwrap();
+        let endpoint =
+            S3Endpoint::parse("https://s3.amazonaws.com", "us-east-1", AddressingStyle::VirtualHosted).unwrap();
         assert_eq!(endpoint.host("examplebucket"), HOST);
         let url = endpoint.presign_get(&creds(), may24(), "examplebucket", "test.txt", 86_400).unwrap();
         assert!(url.starts_with("https://examplebucket.s3.amazonaws.com/test.txt?X-Amz-Algorithm="));
@@ -611,26 +657,57 @@ mod tests {
 
     #[test]
     fn endpoint_virtual_hosted_reproduces_the_documented_header_signatures() {
-        let endpoint = S3Endpoint::parse("https://s3.amazonaws.com/", "us-east-1", AddressingStyle::VirtualHosted).unwrap();
-        let signed = endpoint.sign(&creds(), may24(), "GET", "examplebucket", "test.txt", &[], &[("range", "bytes=0-9")], EMPTY_PAYLOAD_SHA256);
+        let endpoint =
+            S3Endpoint::parse("https://s3.amazonaws.com/", "us-east-1", AddressingStyle::VirtualHosted).unwrap();
+        let signed = endpoint.sign(
+            &creds(),
+            may24(),
+            "GET",
+            "examplebucket",
+            "test.txt",
+            &[],
+            &[("range", "bytes=0-9")],
+            EMPTY_PAYLOAD_SHA256,
+        );
         assert_eq!(signed.signature, "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41");
-        let listing = endpoint.sign(&creds(), may24(), "GET", "examplebucket", "", &[("max-keys", "2"), ("prefix", "J")], &[], EMPTY_PAYLOAD_SHA256);
+        let listing = endpoint.sign(
+            &creds(),
+            may24(),
+            "GET",
+            "examplebucket",
+            "",
+            &[("max-keys", "2"), ("prefix", "J")],
+            &[],
+            EMPTY_PAYLOAD_SHA256,
+        );
         assert_eq!(listing.signature, "34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7");
-        assert_eq!(endpoint.url("examplebucket", "", &[("prefix", "J"), ("max-keys", "2")]), "https://examplebucket.s3.amazonaws.com/?max-keys=2&prefix=J");
+        assert_eq!(
+            endpoint.url("examplebucket", "", &[("prefix", "J"), ("max-keys", "2")]),
+            "https://examplebucket.s3.amazonaws.com/?max-keys=2&prefix=J"
+        );
     }
 
     #[test]
     fn path_style_custom_endpoint_keeps_the_port_in_host_and_the_bucket_in_the_path() {
         let endpoint = S3Endpoint::parse("http://127.0.0.1:9014", "us-east-1", AddressingStyle::Path).unwrap();
         assert_eq!(endpoint.host("pier"), "127.0.0.1:9014");
-        assert_eq!(endpoint.path("pier", "docker/registry/v2/blobs/sha256:ab/data"), "/pier/docker/registry/v2/blobs/sha256:ab/data");
+        assert_eq!(
+            endpoint.path("pier", "docker/registry/v2/blobs/sha256:ab/data"),
+            "/pier/docker/registry/v2/blobs/sha256:ab/data"
+        );
         assert_eq!(endpoint.path("pier", ""), "/pier");
         let url = endpoint.presign_get(&creds(), may24(), "pier", "blobs/sha256:ab cd", 600).unwrap();
-        assert!(url.starts_with("http://127.0.0.1:9014/pier/blobs/sha256%3Aab%20cd?X-Amz-Algorithm=AWS4-HMAC-SHA256&"), "{url}");
+        assert!(
+            url.starts_with("http://127.0.0.1:9014/pier/blobs/sha256%3Aab%20cd?X-Amz-Algorithm=AWS4-HMAC-SHA256&"),
+            "{url}"
+        );
         assert!(url.contains("&X-Amz-Expires=600&"));
         // The signed Host carries the port: the same request signed for another port differs.
         let other = S3Endpoint::parse("http://127.0.0.1:9015", "us-east-1", AddressingStyle::Path).unwrap();
-        assert_ne!(url.rsplit('=').next(), other.presign_get(&creds(), may24(), "pier", "blobs/sha256:ab cd", 600).unwrap().rsplit('=').next());
+        assert_ne!(
+            url.rsplit('=').next(),
+            other.presign_get(&creds(), may24(), "pier", "blobs/sha256:ab cd", 600).unwrap().rsplit('=').next()
+        );
         let signed = endpoint.sign(&creds(), may24(), "HEAD", "pier", "a", &[], &[], UNSIGNED_PAYLOAD);
         assert!(signed.canonical_request.contains("\nhost:127.0.0.1:9014\n"));
         assert!(signed.headers.contains(&("host".to_string(), "127.0.0.1:9014".to_string())));
@@ -656,7 +733,18 @@ mod tests {
 
     #[test]
     fn malformed_endpoints_are_refused() {
-        for bad in ["127.0.0.1:9000", "ftp://x", "http://", "http://host/path", "http://u@host", "http://host:0", "http://host:99999", "http://host:x", "http://ho st", "http://host?x"] {
+        for bad in [
+            "127.0.0.1:9000",
+            "ftp://x",
+            "http://",
+            "http://host/path",
+            "http://u@host",
+            "http://host:0",
+            "http://host:99999",
+            "http://host:x",
+            "http://ho st",
+            "http://host?x",
+        ] {
             assert!(S3Endpoint::parse(bad, "us-east-1", AddressingStyle::Path).is_err(), "{bad}");
         }
         assert!(S3Endpoint::parse("http://host", "", AddressingStyle::Path).is_err());
@@ -675,7 +763,9 @@ mod tests {
         let c = creds().with_session_token("tok/en+");
         let e = S3Endpoint::aws("us-east-1", AddressingStyle::VirtualHosted);
         let signed = e.sign(&c, may24(), "GET", "b", "k", &[], &[], UNSIGNED_PAYLOAD);
-        assert!(signed.authorization.contains("SignedHeaders=host;x-amz-content-sha256;x-amz-date;x-amz-security-token,"));
+        assert!(signed
+            .authorization
+            .contains("SignedHeaders=host;x-amz-content-sha256;x-amz-date;x-amz-security-token,"));
         assert!(signed.headers.contains(&("x-amz-security-token".to_string(), "tok/en+".to_string())));
         let url = e.presign_get(&c, may24(), "b", "k", 60).unwrap();
         assert!(url.contains("&X-Amz-Security-Token=tok%2Fen%2B&"), "{url}");
@@ -684,7 +774,8 @@ mod tests {
 
     #[test]
     fn canonical_headers_trim_collapse_lowercase_and_merge() {
-        let (canonical, signed) = canonical_headers(&[("X-Amz-Meta-A", "  a   b  "), ("Host", "h"), ("x-amz-meta-a", "c")]);
+        let (canonical, signed) =
+            canonical_headers(&[("X-Amz-Meta-A", "  a   b  "), ("Host", "h"), ("x-amz-meta-a", "c")]);
         assert_eq!(canonical, "host:h\nx-amz-meta-a:a b,c\n");
         assert_eq!(signed, "host;x-amz-meta-a");
     }
