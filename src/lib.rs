@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod platform;
 pub mod registry;
+pub mod sign;
 pub mod spec;
 pub mod storage;
 pub mod upload;
