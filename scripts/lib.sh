@@ -16,3 +16,37 @@ apt_install() {
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 }
+
+# Environment for running wrangler offline and without prompts: its own Node 22 (wrangler 4 needs Node >= 22.12),
+# no telemetry, no login, config kept inside the project.
+wrangler_env() {
+  export PATH="$PIER_ROOT/node_modules/.bin:$PATH"
+  export WRANGLER_SEND_METRICS=false WRANGLER_SEND_ERROR_REPORTS=false WRANGLER_HIDE_BANNER=true
+  export CLOUDFLARE_CF_FETCH_ENABLED=false
+  export XDG_CONFIG_HOME="$PIER_ROOT/.wrangler/xdg"
+}
+
+# free_port: print a TCP port that is free on 127.0.0.1 right now.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# wait_http URL SECONDS PID: wait until URL answers, failing early if PID died.
+wait_http() {
+  local url="$1" secs="$2" pid="$3" i
+  for ((i = 0; i < secs * 4; i++)); do
+    curl -sf -o /dev/null -m 2 "$url" && return 0
+    kill -0 "$pid" 2>/dev/null || return 1
+    sleep 0.25
+  done
+  return 1
+}
+
+# stop_pid PID: SIGTERM, then SIGKILL after 10 s; also takes the process group's children down.
+stop_pid() {
+  local pid="$1" i
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 40; i++)); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.25; done
+  kill -KILL "$pid" 2>/dev/null || true
+}
