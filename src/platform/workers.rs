@@ -8,6 +8,8 @@ use crate::api::{Body, Request, Response};
 use crate::config::Config;
 use crate::error::{Error, ErrorCode};
 use crate::registry::{Environment, Registry};
+use crate::sign::sigv4::{AddressingStyle, Credentials, S3Endpoint};
+use crate::sign::Timestamp;
 use crate::storage::r2::{R2MetaStore, R2ObjectStore};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -47,6 +49,35 @@ fn setting(env: &Env, name: &str) -> Option<String> {
     env.secret(name).ok().map(|s| s.to_string())
 }
 
+/// Blob GETs redirect to R2's S3 API with a SigV4-presigned URL when its credentials are configured:
+/// `PIER_R2_ACCOUNT_ID`, `PIER_R2_ACCESS_KEY_ID`, `PIER_R2_SECRET_ACCESS_KEY` (a secret) and `PIER_R2_BUCKET` (the
+/// bucket's name; the binding does not reveal it). `PIER_R2_ENDPOINT` overrides the endpoint (jurisdictions, tests).
+fn r2_presigner(env: &Env) -> Result<Option<Box<dyn Fn(&str, u64) -> Option<String>>>, Error> {
+    let get = |k: &str| setting(env, k).filter(|v| !v.is_empty());
+    let (Some(account), Some(key_id), Some(secret)) =
+        (get("PIER_R2_ACCOUNT_ID"), get("PIER_R2_ACCESS_KEY_ID"), get("PIER_R2_SECRET_ACCESS_KEY"))
+    else {
+        return Ok(None);
+    };
+    let bucket = get("PIER_R2_BUCKET").ok_or_else(|| {
+        Error::msg(ErrorCode::Unavailable, "configuration setting PIER_R2_BUCKET: needed with the R2 S3 credentials (the bucket's name)")
+    })?;
+    let endpoint_url = get("PIER_R2_ENDPOINT").unwrap_or_else(|| format!("https://{account}.r2.cloudflarestorage.com"));
+    let endpoint = S3Endpoint::parse(&endpoint_url, "auto", AddressingStyle::Path)
+        .map_err(|e| Error::msg(ErrorCode::Unavailable, format!("configuration setting PIER_R2_ENDPOINT: {e}")))?;
+    let credentials = Credentials::new(key_id, secret);
+    Ok(Some(Box::new(move |key: &str, expires: u64| {
+        let now = Timestamp::from_unix_seconds((js_sys::Date::now() / 1000.0) as i64);
+        match endpoint.presign_get(&credentials, now, &bucket, key, expires) {
+            Ok(url) => Some(url),
+            Err(e) => {
+                worker::console_error!("pier: presigning failed, streaming instead: {e}");
+                None
+            }
+        }
+    })))
+}
+
 fn build_registry(env: &Env) -> Result<Registry, Error> {
     let unavailable = |m: String| Error::msg(ErrorCode::Unavailable, m);
     let config = Config::from_lookup(|k| setting(env, k)).map_err(|e| unavailable(e.to_string()))?;
@@ -54,8 +85,12 @@ fn build_registry(env: &Env) -> Result<Registry, Error> {
         .bucket(BUCKET_BINDING)
         .map_err(|_| unavailable(format!("R2 bucket binding {BUCKET_BINDING} is missing: add [[r2_buckets]] binding = \"{BUCKET_BINDING}\" to wrangler.toml")))?;
     let meta_bucket = env.bucket(BUCKET_BINDING).map_err(|_| unavailable("R2 bucket binding missing".into()))?;
+    let mut objects = R2ObjectStore::new(bucket);
+    if let Some(presigner) = r2_presigner(env)? {
+        objects = objects.with_presigner(presigner);
+    }
     Ok(Registry::new(
-        Rc::new(R2ObjectStore::new(bucket)),
+        Rc::new(objects),
         Rc::new(R2MetaStore::new(meta_bucket, META_PREFIX)),
         config,
         Rc::new(WorkersEnvironment),
