@@ -156,9 +156,26 @@ fn error_response(e: &Error) -> worker::Result<worker::Response> {
     into_worker(crate::api::Reply::error(e).into_response())
 }
 
+thread_local! {
+    /// The registry of this isolate. An isolate serves one deployment, whose bindings and vars do not change while it
+    /// lives, so reading configuration and bindings once (not per request) is safe and saves a dozen JS calls.
+    static REGISTRY: std::cell::OnceCell<Rc<Registry>> = const { std::cell::OnceCell::new() };
+}
+
+fn registry(env: &Env) -> Result<Rc<Registry>, Error> {
+    if let Some(r) = REGISTRY.with(|c| c.get().cloned()) {
+        return Ok(r);
+    }
+    let r = Rc::new(build_registry(env)?);
+    REGISTRY.with(|c| {
+        let _ = c.set(r.clone());
+    });
+    Ok(r)
+}
+
 #[event(fetch)]
 async fn fetch(req: worker::Request, env: Env, _ctx: Context) -> worker::Result<worker::Response> {
-    let registry = match build_registry(&env) {
+    let registry = match registry(&env) {
         Ok(r) => r,
         Err(e) => {
             worker::console_error!("pier: {e}");

@@ -5,6 +5,7 @@
 //! Keys are built only by the registry from validated names, tags, digests and upload ids (see `registry::keys`), so
 //! backends never see client-controlled path segments.
 
+pub mod http;
 pub mod memory;
 #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 pub mod r2;
