@@ -5,3 +5,7 @@
 pub mod native;
 #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 pub mod workers;
+#[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
+pub mod wasi;
+#[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
+pub mod wasi_stores;

@@ -1,0 +1,199 @@
+//! The wasi:http adapter (Spin 2.x–4.x, `wasmtime serve`, other WASI 0.2 hosts): a `wasi:http/incoming-handler@0.2`
+//! export built with spin-sdk 5.2, streaming request and response bodies, plus an [`HttpClient`] over
+//! `wasi:http/outgoing-handler` for the S3 and Azure backends.
+//!
+//! Configuration comes from the component's environment (`wasmtime serve --env NAME=VALUE`, Spin's
+//! `[component.pier] environment`), so one component runs on every host: Spin-only imports (variables, key-value)
+//! would stop it from loading under `wasmtime serve`.
+
+use crate::api::{Body, Request, Response};
+use crate::error::{Error, ErrorCode};
+use crate::registry::{Environment, Registry};
+use crate::storage::http::{HttpClient, HttpRequest, HttpResponse};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use spin_sdk::http::{Fields, IncomingRequest, IncomingResponse, Method, OutgoingResponse, ResponseOutparam, Scheme};
+use std::rc::Rc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Time, randomness and logs from WASI.
+pub struct WasiEnvironment;
+
+impl Environment for WasiEnvironment {
+    fn now_unix(&self) -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    }
+
+    fn random_bytes(&self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        if getrandom::getrandom(&mut b).is_err() {
+            eprintln!("pier: wasi:random unavailable");
+        }
+        b
+    }
+
+    fn log_error(&self, message: &str) {
+        eprintln!("pier: error: {message}");
+    }
+}
+
+/// Outbound HTTP through `wasi:http/outgoing-handler`.
+pub struct WasiHttpClient;
+
+#[async_trait(?Send)]
+impl HttpClient for WasiHttpClient {
+    async fn send(&self, req: HttpRequest) -> crate::error::Result<HttpResponse> {
+        let method = match req.method.as_str() {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "PUT" => Method::Put,
+            "POST" => Method::Post,
+            "DELETE" => Method::Delete,
+            "PATCH" => Method::Patch,
+            other => Method::Other(other.to_string()),
+        };
+        let mut builder = spin_sdk::http::Request::builder();
+        builder.method(method).uri(req.url.as_str());
+        for (k, v) in &req.headers {
+            builder.header(k.as_str(), v.as_str());
+        }
+        let request = builder.body(req.body.to_vec()).build();
+        let response: IncomingResponse =
+            spin_sdk::http::send(request).await.map_err(|e| Error::storage(format!("outbound request failed: {e}")))?;
+        let status = response.status();
+        let headers = response
+            .headers()
+            .entries()
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+            .collect();
+        let stream = response.take_body_stream();
+        // The response must outlive its body stream: dropping it early cancels the exchange in some hosts.
+        let body = stream.map(move |chunk| {
+            let _keep = &response;
+            chunk.map(Bytes::from).map_err(|e| Error::storage(format!("reading response body: {e:?}")))
+        });
+        Ok(HttpResponse { status, headers, body: Box::pin(body) })
+    }
+}
+
+fn env_setting(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+thread_local! {
+    /// One registry per instance: hosts may reuse an instance for several requests.
+    static REGISTRY: std::cell::OnceCell<Rc<Registry>> = const { std::cell::OnceCell::new() };
+}
+
+fn registry() -> Result<Rc<Registry>, Error> {
+    if let Some(r) = REGISTRY.with(|c| c.get().cloned()) {
+        return Ok(r);
+    }
+    let r = Rc::new(super::wasi_stores::build_registry(env_setting, Rc::new(WasiHttpClient), Rc::new(WasiEnvironment))?);
+    REGISTRY.with(|c| {
+        let _ = c.set(r.clone());
+    });
+    Ok(r)
+}
+
+fn into_core(req: IncomingRequest) -> Result<Request, Error> {
+    let bad = |m: &str| Error::msg(ErrorCode::NotFound, m.to_string());
+    let method = match req.method() {
+        Method::Get => http::Method::GET,
+        Method::Head => http::Method::HEAD,
+        Method::Post => http::Method::POST,
+        Method::Put => http::Method::PUT,
+        Method::Delete => http::Method::DELETE,
+        Method::Patch => http::Method::PATCH,
+        Method::Options => http::Method::OPTIONS,
+        Method::Connect => http::Method::CONNECT,
+        Method::Trace => http::Method::TRACE,
+        Method::Other(m) => http::Method::from_bytes(m.as_bytes()).map_err(|_| bad("invalid method"))?,
+    };
+    let path = req.path_with_query().unwrap_or_else(|| "/".to_string());
+    let mut builder = http::Request::builder().method(method.clone()).uri(path);
+    for (name, value) in req.headers().entries() {
+        builder = builder.header(name, value);
+    }
+    let body = if matches!(method, http::Method::GET | http::Method::HEAD | http::Method::DELETE) {
+        Body::Empty
+    } else {
+        Body::Stream(Box::pin(req.into_body_stream().map(|r| {
+            r.map(Bytes::from)
+                .map_err(|e| Error::msg(ErrorCode::BlobUploadInvalid, "request body interrupted").with_detail(format!("{e:?}")))
+        })))
+    };
+    builder.body(body).map_err(|_| bad("invalid request"))
+}
+
+async fn send_response(resp: Response, out: ResponseOutparam, head: bool) {
+    let (parts, body) = resp.into_parts();
+    let headers: Vec<(String, Vec<u8>)> = parts
+        .headers
+        .iter()
+        // HEAD answers keep Content-Length for the client but carry no body; hosts that check the body against
+        // Content-Length would refuse it, so it is left out there.
+        .filter(|(k, _)| !(head && *k == http::header::CONTENT_LENGTH))
+        .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
+        .collect();
+    let fields = match Fields::from_list(&headers) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("pier: error: invalid response header: {e:?}");
+            Fields::new()
+        }
+    };
+    let response = OutgoingResponse::new(fields);
+    if response.set_status_code(parts.status.as_u16()).is_err() {
+        eprintln!("pier: error: invalid status {}", parts.status);
+    }
+    let mut sink = response.take_body();
+    out.set(response);
+    if head {
+        return;
+    }
+    match body {
+        Body::Empty => {}
+        Body::Full(b) => {
+            if let Err(e) = sink.send(b.to_vec()).await {
+                eprintln!("pier: error: writing response: {e:?}");
+            }
+        }
+        Body::Stream(mut s) => {
+            while let Some(chunk) = s.next().await {
+                match chunk {
+                    Ok(c) => {
+                        if sink.send(c.to_vec()).await.is_err() {
+                            break; // the client went away
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("pier: error: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[spin_sdk::http_component]
+async fn handle(req: IncomingRequest, out: ResponseOutparam) {
+    let head = matches!(req.method(), Method::Head);
+    let response = match registry() {
+        Ok(registry) => match into_core(req) {
+            Ok(req) => registry.handle(req).await,
+            Err(e) => crate::api::Reply::error(&e).into_response(),
+        },
+        Err(e) => {
+            eprintln!("pier: {e}");
+            crate::api::Reply::error(&e).into_response()
+        }
+    };
+    send_response(response, out, head).await;
+}
+
+#[allow(dead_code)]
+fn _scheme_is_used(_: Scheme) {}
