@@ -3,6 +3,7 @@
 //! (`REGISTRY_STORAGE_DELETE_ENABLED`, `REGISTRY_STORAGE_REDIRECT_DISABLE`, …); Pier's own settings are `PIER_*`.
 //! A bad value fails with a message naming the setting, and never echoes a secret.
 
+use crate::auth::AuthConfig;
 use std::fmt;
 
 /// Default part size of multipart uploads: above every object store's 5 MiB minimum.
@@ -23,6 +24,8 @@ pub struct Config {
     pub redirect: bool,
     /// Lifetime of presigned URLs in seconds (`PIER_REDIRECT_EXPIRY`, default 1200 like distribution's 20 min).
     pub redirect_expiry_secs: u64,
+    /// Access control (`REGISTRY_AUTH=htpasswd`, `PIER_AUTH_*`); `None`: everyone may do everything.
+    pub auth: Option<AuthConfig>,
 }
 
 impl Default for Config {
@@ -33,6 +36,7 @@ impl Default for Config {
             part_size: DEFAULT_PART_SIZE,
             redirect: true,
             redirect_expiry_secs: 1200,
+            auth: None,
         }
     }
 }
@@ -119,6 +123,7 @@ impl Config {
         if let Some(v) = lookup("PIER_REDIRECT_EXPIRY") {
             c.redirect_expiry_secs = parse_duration_secs("PIER_REDIRECT_EXPIRY", &v)?;
         }
+        c.auth = AuthConfig::from_lookup(&lookup)?;
         Ok(c)
     }
 }

@@ -1,7 +1,10 @@
 //! `pier`: the native server. `pier serve` hosts the registry core over HTTP/1.1 with filesystem or in-memory
 //! storage; settings come from flags or from registry:2-style environment variables.
 
+use pier::auth::htpasswd::hash_password;
+use pier::auth::token::Secret;
 use pier::config::{parse_bool, parse_duration_secs, parse_size, Config};
+use std::collections::HashMap;
 use pier::platform::native::{build_registry, serve, Storage};
 use std::io::Write;
 use std::path::PathBuf;
@@ -17,6 +20,11 @@ const USAGE: &str = "usage: pier serve [--addr HOST:PORT] [--root DIR | --memory
   --no-delete      refuse DELETE with 405 UNSUPPORTED (env REGISTRY_STORAGE_DELETE_ENABLED=false)
   --part-size      multipart part size (env PIER_UPLOAD_PART_SIZE; default 8MiB)
   --upload-expiry  idle upload sessions expire after this (env PIER_UPLOAD_EXPIRY; default 24h)
+
+Access control: REGISTRY_AUTH=htpasswd with REGISTRY_AUTH_HTPASSWD_PATH=FILE, rules in PIER_AUTH_RULES_PATH=FILE
+(see the README, section Access control).
+
+usage: pier htpasswd [--cost N] USER    read a password from stdin, print an htpasswd line (bcrypt, default cost 10)
 ";
 
 struct Options {
@@ -29,8 +37,65 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
+/// Settings whose value is a file the native server reads for the core: (path setting, content setting).
+const FILE_SETTINGS: [(&str, &str); 2] = [("REGISTRY_AUTH_HTPASSWD_PATH", "PIER_AUTH_HTPASSWD"), ("PIER_AUTH_RULES_PATH", "PIER_AUTH_RULES")];
+
+/// Read the configuration from the environment, with `*_PATH` settings' files read into their content settings.
+fn read_config() -> Result<Config, String> {
+    let mut files: HashMap<&str, String> = HashMap::new();
+    for (path_setting, content_setting) in FILE_SETTINGS {
+        if let Some(path) = env(path_setting) {
+            if env(content_setting).is_some() {
+                return Err(format!("configuration setting {path_setting}: set it or {content_setting}, not both"));
+            }
+            let content =
+                std::fs::read_to_string(&path).map_err(|e| format!("configuration setting {path_setting}: cannot read {path}: {e}"))?;
+            files.insert(content_setting, content);
+        }
+    }
+    let lookup = |k: &str| env(k).or_else(|| files.get(k).cloned());
+    let mut config = Config::from_lookup(lookup).map_err(|mut e| {
+        // Name the file setting the user wrote, not the content setting it was turned into.
+        if let Some((path_setting, _)) = FILE_SETTINGS.iter().find(|(_, c)| *c == e.setting && files.contains_key(c)) {
+            e.setting = path_setting.to_string();
+        }
+        e.to_string()
+    })?;
+    if let Some(auth) = &mut config.auth {
+        if auth.token_secret.is_none() {
+            let mut key = [0u8; 32];
+            getrandom::getrandom(&mut key).map_err(|e| format!("cannot generate a token secret: {e}"))?;
+            auth.token_secret = Some(Secret::new(key.to_vec()));
+            eprintln!("pier: PIER_AUTH_TOKEN_SECRET is not set: tokens are signed with a random key made at start (they do not survive a restart)");
+        }
+        eprintln!("pier: access control on ({} htpasswd users; token service {})", auth.users.len(), auth.service.as_deref().unwrap_or("<request Host>"));
+    }
+    Ok(config)
+}
+
+/// `pier htpasswd [--cost N] USER`: print `USER:$2y$...` for the password on stdin's first line.
+fn htpasswd_line(args: &[String]) -> Result<String, String> {
+    let (cost, user) = match args {
+        [flag, cost, user] if flag == "--cost" => (cost.parse::<u32>().map_err(|_| "--cost needs a number".to_string())?, user),
+        [user] => (10, user),
+        _ => return Err("usage: pier htpasswd [--cost N] USER  (password on stdin)".into()),
+    };
+    if user.is_empty() || user.contains(':') {
+        return Err("the user name must be non-empty and must not contain ':'".into());
+    }
+    let mut password = String::new();
+    std::io::stdin().read_line(&mut password).map_err(|e| format!("cannot read the password: {e}"))?;
+    let password = password.trim_end_matches(['\n', '\r']);
+    if password.is_empty() {
+        return Err("empty password on stdin".into());
+    }
+    let mut salt = [0u8; 16];
+    getrandom::getrandom(&mut salt).map_err(|e| format!("cannot generate a salt: {e}"))?;
+    Ok(format!("{user}:{}", hash_password(password.as_bytes(), cost, salt)?))
+}
+
 fn parse_options(args: &[String]) -> Result<Options, String> {
-    let mut config = Config::from_lookup(env).map_err(|e| e.to_string())?;
+    let mut config = read_config()?;
     let mut addr = env("PIER_ADDR").or_else(|| env("REGISTRY_HTTP_ADDR")).unwrap_or_else(|| "127.0.0.1:5000".into());
     let mut storage = match env("REGISTRY_STORAGE").as_deref() {
         None | Some("filesystem") => Storage::Filesystem(
@@ -66,6 +131,18 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("serve") => {}
+        Some("htpasswd") => {
+            return match htpasswd_line(&args[1..]) {
+                Ok(line) => {
+                    println!("{line}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("pier: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         Some("--version") | Some("version") => {
             println!("pier {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;

@@ -1,7 +1,8 @@
 //! The registry: a pure function of (request, stores) → response. [`Registry::handle`] routes a request to the
 //! handler of its resource (one module each: blobs, uploads, manifests, discovery for tags/catalog/referrers) and
 //! turns every error into an OCI error response. Platform adapters construct a `Registry` with their stores and an
-//! [`Environment`] for time, randomness and logs.
+//! [`Environment`] for time, randomness and logs. With access control configured, every request is first put to the
+//! [`Authorizer`] (the scope it needs follows from its route and method), and `/token` is its token endpoint.
 
 mod blobs;
 mod discovery;
@@ -12,6 +13,9 @@ mod tests;
 mod uploads;
 
 use crate::api::{route, Reply, Request, Response, Route};
+use crate::auth::authorizer::RequestInfo;
+use crate::auth::token::Secret;
+use crate::auth::{Access, Authorizer, TOKEN_PATH};
 use crate::config::Config;
 use crate::error::{Error, ErrorCode, Result};
 use crate::storage::{MetaStore, ObjectStore};
@@ -34,6 +38,7 @@ pub struct Registry {
     meta: Rc<dyn MetaStore>,
     config: Config,
     env: Rc<dyn Environment>,
+    auth: Option<Authorizer>,
 }
 
 /// Decoded query parameters (first value wins).
@@ -59,7 +64,15 @@ impl Registry {
     pub fn new(objects: Rc<dyn ObjectStore>, meta: Rc<dyn MetaStore>, config: Config, env: Rc<dyn Environment>) -> Self {
         let mut config = config;
         config.part_size = config.part_size.max(objects.min_part_size());
-        Registry { objects, meta, config, env }
+        let auth = config.auth.clone().map(|a| {
+            if a.token_secret.is_none() {
+                env.log_error("PIER_AUTH_TOKEN_SECRET is not set: tokens are signed with a random key of this process only");
+            }
+            let mut key = env.random_bytes().to_vec();
+            key.extend_from_slice(&env.random_bytes());
+            Authorizer::new(a, Secret::new(key))
+        });
+        Registry { objects, meta, config, env, auth }
     }
 
     /// The configuration in force.
@@ -84,10 +97,20 @@ impl Registry {
 
     async fn dispatch(&self, req: Request) -> Result<Reply> {
         let (parts, body) = req.into_parts();
+        let info = RequestInfo { method: &parts.method, uri: &parts.uri, headers: &parts.headers };
+        if let Some(auth) = &self.auth {
+            if parts.uri.path() == TOKEN_PATH {
+                return auth.token_endpoint(&info, body, self.env.now_unix(), self.env.random_bytes()).await;
+            }
+        }
         let route = route(parts.uri.path())?;
+        let access = match &self.auth {
+            Some(auth) => auth.authorize(&info, &route, self.env.now_unix())?,
+            None => Access::unrestricted(),
+        };
         let query = Query::parse(parts.uri.query());
-        let method = parts.method;
-        let headers = parts.headers;
+        let method = parts.method.clone();
+        let headers = &parts.headers;
         let head = method == Method::HEAD;
         match (route, method) {
             (Route::Base, Method::GET | Method::HEAD) => Ok(Reply::json(StatusCode::OK, &serde_json::json!({}))),
@@ -95,14 +118,14 @@ impl Registry {
             (Route::TagsList { name }, Method::GET | Method::HEAD) => self.tags_list(&name, &query).await,
             (Route::Referrers { name, digest }, Method::GET | Method::HEAD) => self.referrers(&name, &digest, &query).await,
             (Route::Manifest { name, reference }, Method::GET | Method::HEAD) => self.get_manifest(&name, &reference).await,
-            (Route::Manifest { name, reference }, Method::PUT) => self.put_manifest(&name, &reference, &headers, body).await,
+            (Route::Manifest { name, reference }, Method::PUT) => self.put_manifest(&name, &reference, headers, body).await,
             (Route::Manifest { name, reference }, Method::DELETE) => self.delete_manifest(&name, &reference).await,
-            (Route::Blob { name, digest }, Method::GET | Method::HEAD) => self.get_blob(&name, &digest, &headers, head).await,
+            (Route::Blob { name, digest }, Method::GET | Method::HEAD) => self.get_blob(&name, &digest, headers, head).await,
             (Route::Blob { name, digest }, Method::DELETE) => self.delete_blob(&name, &digest).await,
-            (Route::UploadStart { name }, Method::POST) => self.start_upload(&name, &query, &headers, body).await,
+            (Route::UploadStart { name }, Method::POST) => self.start_upload(&name, &query, headers, body, &access).await,
             (Route::Upload { name, id }, Method::GET | Method::HEAD) => self.upload_status(&name, &id).await,
-            (Route::Upload { name, id }, Method::PATCH) => self.patch_upload(&name, &id, &headers, body).await,
-            (Route::Upload { name, id }, Method::PUT) => self.finish_upload(&name, &id, &query, &headers, body).await,
+            (Route::Upload { name, id }, Method::PATCH) => self.patch_upload(&name, &id, headers, body).await,
+            (Route::Upload { name, id }, Method::PUT) => self.finish_upload(&name, &id, &query, headers, body).await,
             (Route::Upload { name, id }, Method::DELETE) => self.cancel_upload(&name, &id).await,
             (_, m) => Err(Error::new(ErrorCode::MethodNotAllowed).with_detail(m.as_str().to_string())),
         }

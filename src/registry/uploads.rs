@@ -14,6 +14,7 @@
 use super::blobs::BlobLink;
 use super::{header, keys, Query, Registry};
 use crate::api::{Body, Reply};
+use crate::auth::{Access, Actions};
 use crate::error::{Error, ErrorCode, Result};
 use crate::spec::range::{upload_range_header, ChunkRange};
 use crate::spec::{Algorithm, Digest, RepositoryName};
@@ -286,13 +287,16 @@ impl Registry {
         UploadSession::new(new_id(self.env.random_bytes()), name.to_string(), now, self.config.part_size)
     }
 
-    pub(super) async fn start_upload(&self, name: &RepositoryName, query: &Query, headers: &HeaderMap, body: Body) -> Result<Reply> {
+    pub(super) async fn start_upload(&self, name: &RepositoryName, query: &Query, headers: &HeaderMap, body: Body, access: &Access<'_>) -> Result<Reply> {
         if let Some(mount) = query.get("mount") {
-            // A mount that cannot happen (bad digest, unknown source) falls back to a normal upload, as the spec asks.
+            // A mount that cannot happen (bad digest, unknown source, or a source the caller may not pull) falls back
+            // to a normal upload, as the spec asks; the fallback says nothing about whether the blob exists there.
             if let (Ok(digest), Some(Ok(from))) = (Digest::parse(mount), query.get("from").map(RepositoryName::parse)) {
-                if let Some(link) = self.blob_link(&from, &digest).await? {
-                    self.link_blob(name, &digest, &link).await?;
-                    return Ok(blob_created(name, &digest));
+                if access.allows(&from, Actions::PULL) {
+                    if let Some(link) = self.blob_link(&from, &digest).await? {
+                        self.link_blob(name, &digest, &link).await?;
+                        return Ok(blob_created(name, &digest));
+                    }
                 }
             }
         } else if let Some(d) = query.get("digest") {

@@ -12,6 +12,7 @@ report.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import selectors
@@ -128,20 +129,13 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=STOP_TIMEOUT_S)
 
 
-@pytest.fixture(scope="session")
-def registry():
-    """The registry under test (started here unless PIER_TEST_URL names one)."""
-    external = os.environ.get("PIER_TEST_URL")
-    if external:
-        url = external.rstrip("/")
-        _wait_ready(url)
-        yield Registry(url=url, host=re.sub(r"^https?://", "", url))
-        return
-
+@contextlib.contextmanager
+def _pier_server(extra_env: dict | None = None, prefix: str = "pier-clients-server-"):
+    """Start `pier serve` on a free port with a fresh root (plus `extra_env`); yield its Registry; stop it."""
     binary = _pier_bin()
     if not binary.exists():
         pytest.fail(f"pier binary not found at {binary}: run `cargo build` or set PIER_BIN / PIER_TEST_URL")
-    workdir = Path(tempfile.mkdtemp(prefix="pier-clients-server-"))
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
     root = workdir / "root"
     root.mkdir()
     log_path = workdir / "pier.log"
@@ -152,7 +146,7 @@ def registry():
         stderr=log_file,
         stdin=subprocess.DEVNULL,
         cwd=workdir,
-        env={**os.environ, "RUST_BACKTRACE": "1"},
+        env={**os.environ, "RUST_BACKTRACE": "1", **(extra_env or {})},
     )
     try:
         line = _read_first_line(proc, START_TIMEOUT_S)
@@ -179,6 +173,57 @@ def registry():
             print(f"\nkept server dir {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def registry():
+    """The registry under test (started here unless PIER_TEST_URL names one)."""
+    external = os.environ.get("PIER_TEST_URL")
+    if external:
+        url = external.rstrip("/")
+        _wait_ready(url)
+        yield Registry(url=url, host=re.sub(r"^https?://", "", url))
+        return
+    with _pier_server() as reg:
+        yield reg
+
+
+# Users of the access-control registry (`auth_registry`): alice may pull and push under clients/, reader may only
+# pull there; anonymous may pull under clients/public/.
+AUTH_USERS = {"alice": "alice-Secr3t!", "reader": "reader-pw"}
+AUTH_RULES = """\
+clients/*          alice      pull,push,delete
+clients/*          reader     pull
+clients/public/*   anonymous  pull
+registry:catalog   alice      *
+"""
+
+
+@pytest.fixture(scope="session")
+def auth_registry():
+    """A second registry with access control on: htpasswd users (bcrypt cost 5, made by `pier htpasswd`), rules,
+    a token secret. Skipped when PIER_TEST_URL is set (an external server has its own settings)."""
+    if os.environ.get("PIER_TEST_URL"):
+        pytest.skip("access-control client tests start their own server (PIER_TEST_URL is set)")
+    cfg = Path(tempfile.mkdtemp(prefix="pier-clients-auth-"))
+    lines = []
+    for user, password in AUTH_USERS.items():
+        cp = subprocess.run([str(_pier_bin()), "htpasswd", "--cost", "5", user], input=(password + "\n").encode(),
+                            capture_output=True, check=True)
+        lines.append(cp.stdout.decode().strip())
+    (cfg / "htpasswd").write_text("\n".join(lines) + "\n")
+    (cfg / "rules").write_text(AUTH_RULES)
+    env = {
+        "REGISTRY_AUTH": "htpasswd",
+        "REGISTRY_AUTH_HTPASSWD_PATH": str(cfg / "htpasswd"),
+        "PIER_AUTH_RULES_PATH": str(cfg / "rules"),
+        "PIER_AUTH_TOKEN_SECRET": uuid.uuid4().hex + uuid.uuid4().hex,
+    }
+    try:
+        with _pier_server(env, prefix="pier-clients-auth-server-") as reg:
+            yield reg
+    finally:
+        shutil.rmtree(cfg, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
@@ -276,9 +321,9 @@ class Clients:
         return self.docker_ref(repo, ref)[len("docker://"):]
 
 
-@pytest.fixture(scope="session")
-def _client_home(registry):
-    """A HOME/XDG tree, registries.conf and policy.json shared by the session's client commands."""
+@contextlib.contextmanager
+def _make_client_home(registry):
+    """A HOME/XDG tree, registries.conf and policy.json for client commands against `registry`."""
     home = Path(tempfile.mkdtemp(prefix="pier-clients-home-"))
     for sub in ("config", "data", "cache", "runtime"):
         (home / sub).mkdir()
@@ -307,10 +352,23 @@ def _client_home(registry):
         shutil.rmtree(home, ignore_errors=True)
 
 
-@pytest.fixture
-def clients(registry, _client_home):
-    """Client runner for one test, with a fresh working directory removed afterwards."""
-    home, env, policy = _client_home
+@pytest.fixture(scope="session")
+def _client_home(registry):
+    """A HOME/XDG tree, registries.conf and policy.json shared by the session's client commands."""
+    with _make_client_home(registry) as home:
+        yield home
+
+
+@pytest.fixture(scope="session")
+def _auth_client_home(auth_registry):
+    """Like `_client_home`, for the access-control registry (its own auth.json, so logins do not leak)."""
+    with _make_client_home(auth_registry) as home:
+        yield home
+
+
+@contextlib.contextmanager
+def _make_clients(registry, client_home):
+    home, env, policy = client_home
     tmp = Path(tempfile.mkdtemp(prefix="pier-clients-test-", dir=home))
     c = Clients(registry=registry, tmp=tmp, env=dict(env), policy=policy)
     try:
@@ -321,6 +379,20 @@ def clients(registry, _client_home):
         else:
             c.cleanup()
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def clients(registry, _client_home):
+    """Client runner for one test, with a fresh working directory removed afterwards."""
+    with _make_clients(registry, _client_home) as c:
+        yield c
+
+
+@pytest.fixture
+def auth_clients(auth_registry, _auth_client_home):
+    """Client runner against the access-control registry (`auth_registry`)."""
+    with _make_clients(auth_registry, _auth_client_home) as c:
+        yield c
 
 
 @pytest.fixture

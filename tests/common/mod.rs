@@ -103,6 +103,19 @@ impl Server {
         Self::spawn(Some(root), args)
     }
 
+    /// Starts a server with in-memory storage, extra environment variables (e.g. access-control settings) and
+    /// extra flags. Never uses `PIER_TEST_URL`: these tests need their own settings.
+    pub fn start_with_env(env: &[(&str, &str)], args: &[&str]) -> Server {
+        let mut all = vec!["--memory"];
+        all.extend_from_slice(args);
+        Self::spawn_env(None, &all, env)
+    }
+
+    /// What the spawned server wrote to stderr so far (the tail).
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().map(|b| String::from_utf8_lossy(&b).to_string()).unwrap_or_default()
+    }
+
     fn external_server() -> Option<Server> {
         let url = std::env::var("PIER_TEST_URL").ok()?;
         let url = url.trim().trim_end_matches('/').to_string();
@@ -119,7 +132,12 @@ impl Server {
     }
 
     fn spawn(root: Option<&Path>, args: &[&str]) -> Server {
+        Self::spawn_env(root, args, &[])
+    }
+
+    fn spawn_env(root: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_pier"));
+        cmd.envs(env.iter().copied());
         cmd.arg("serve").arg("--addr").arg("127.0.0.1:0");
         if let Some(root) = root {
             cmd.arg("--root").arg(root);
