@@ -31,11 +31,11 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 
-# wait_http URL SECONDS PID: wait until URL answers, failing early if PID died.
+# wait_http URL SECONDS PID: wait until URL answers at all (any HTTP status), failing early if PID died.
 wait_http() {
   local url="$1" secs="$2" pid="$3" i
   for ((i = 0; i < secs * 4; i++)); do
-    curl -sf -o /dev/null -m 2 "$url" && return 0
+    [ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "$url")" != 000 ] && return 0
     kill -0 "$pid" 2>/dev/null || return 1
     sleep 0.25
   done

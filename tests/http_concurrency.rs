@@ -161,11 +161,8 @@ fn concurrent_pushes_of_the_same_blob() {
 
 #[test]
 fn racing_patches_on_one_session_stay_consistent() {
-    // The native server serialises requests on one thread, so exactly one racing chunk can win; stores without
-    // compare-and-swap (KV, object stores) only promise that the session stays consistent, so this is native-only.
-    if skip_if_external("racing_patches_on_one_session_stay_consistent") {
-        return;
-    }
+    // Racing chunks at one offset: several may be accepted (no store offers compare-and-swap across requests), but
+    // the session must stay consistent: its offset, hash, tail and parts all from one of them.
     let s = Arc::new(Server::start());
     let repo = unique("concpatch");
     let data = Arc::new(random_bytes(unique_seed(), 4000));
@@ -188,10 +185,7 @@ fn racing_patches_on_one_session_stay_consistent() {
         statuses.iter().all(|&c| c == 202 || c == 416),
         "{statuses:?}"
     );
-    assert_eq!(
-        ok, 1,
-        "exactly one chunk at offset 0 may be accepted: {statuses:?}"
-    );
+    assert!(ok >= 1, "at least one chunk at offset 0 is accepted: {statuses:?}");
     let r = s.get(&loc);
     r.expect(204);
     assert_eq!(r.header("range"), Some("0-1999"));

@@ -81,6 +81,12 @@ fn r2_presigner(env: &Env) -> Result<Option<Box<dyn Fn(&str, u64) -> Option<Stri
 fn build_registry(env: &Env) -> Result<Registry, Error> {
     let unavailable = |m: String| Error::msg(ErrorCode::Unavailable, m);
     let config = Config::from_lookup(|k| setting(env, k)).map_err(|e| unavailable(e.to_string()))?;
+    if config.auth.as_ref().is_some_and(|a| a.token_secret.is_none()) {
+        // Each isolate would sign with its own random key, and a token from one would fail on the next.
+        return Err(unavailable(
+            "configuration setting PIER_AUTH_TOKEN_SECRET: required with access control on Workers (wrangler secret put PIER_AUTH_TOKEN_SECRET)".into(),
+        ));
+    }
     let bucket = env
         .bucket(BUCKET_BINDING)
         .map_err(|_| unavailable(format!("R2 bucket binding {BUCKET_BINDING} is missing: add [[r2_buckets]] binding = \"{BUCKET_BINDING}\" to wrangler.toml")))?;

@@ -33,6 +33,8 @@ struct Writer<'r> {
     buf: BytesMut,
     /// The tail key the saved session points at, to be replaced.
     old_tail: Option<String>,
+    /// Whether no byte has arrived since the session was loaded (the saved tail is still the tail).
+    unchanged_tail: bool,
 }
 
 impl<'r> Writer<'r> {
@@ -49,7 +51,7 @@ impl<'r> Writer<'r> {
             }
         }
         let old_tail = session.tail_key.clone();
-        Ok(Writer { reg, session, buf, old_tail })
+        Ok(Writer { reg, session, buf, old_tail, unchanged_tail: true })
     }
 
     /// Stream `body` in. When `expected` is given, exactly that many bytes must arrive.
@@ -61,6 +63,7 @@ impl<'r> Writer<'r> {
             if expected.is_some_and(|n| received > n) {
                 return Err(Error::msg(ErrorCode::SizeInvalid, "more bytes than Content-Range or Content-Length announced"));
             }
+            self.unchanged_tail = false;
             self.session.sha256.update(&chunk);
             self.session.offset += chunk.len() as u64;
             self.buf.extend_from_slice(&chunk);
@@ -99,7 +102,13 @@ impl<'r> Writer<'r> {
     /// Persist the tail and the session.
     async fn save(mut self, now: u64) -> Result<UploadSession> {
         let tail_len = self.buf.len() as u64;
-        let new_tail = (tail_len > 0).then(|| self.session.tail_key_at(self.session.offset - tail_len, tail_len));
+        let unchanged = tail_len > 0 && tail_len == self.session.tail_len && self.old_tail.is_some() && self.unchanged_tail;
+        let new_tail = if unchanged {
+            self.old_tail.clone()
+        } else {
+            let nonce = crate::spec::digest::to_hex(&self.reg.env.random_bytes()[..6]);
+            (tail_len > 0).then(|| self.session.tail_key_at(self.session.offset - tail_len, tail_len, &nonce))
+        };
         if new_tail.is_some() && new_tail != self.old_tail {
             if let Some(key) = &new_tail {
                 self.reg.objects.put(key, self.buf.split().freeze()).await?;

@@ -82,6 +82,11 @@ fn remove_file(path: &Path) -> Result<()> {
     }
 }
 
+/// Etags are `<number>-<hex>`: never a path.
+fn valid_etag(etag: &str) -> bool {
+    !etag.is_empty() && etag.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+}
+
 /// Blobs as files.
 pub struct FsObjectStore {
     root: Root,
@@ -171,15 +176,22 @@ impl ObjectStore for FsObjectStore {
         if !dir.is_dir() {
             return Err(Error::storage("no such multipart upload"));
         }
-        let len = data.len();
-        self.root.write_atomic(&dir.join(number.to_string()), [Ok(data.to_vec())])?;
-        Ok(format!("{number}-{len}"))
+        // A new file per write, named by its etag: the session's recorded etag selects exactly the bytes it hashed,
+        // even if a retried or racing request wrote the same part number again.
+        let mut raw = [0u8; 8];
+        getrandom::getrandom(&mut raw).map_err(|e| Error::storage(format!("random: {e}")))?;
+        let etag = format!("{number}-{}", crate::spec::digest::to_hex(&raw));
+        self.root.write_atomic(&dir.join(&etag), [Ok(data.to_vec())])?;
+        Ok(etag)
     }
 
     async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[PartRecord]) -> Result<()> {
         let dir = self.upload_dir(upload_id);
         for p in parts {
-            let path = dir.join(p.number.to_string());
+            if !valid_etag(&p.etag) {
+                return Err(Error::storage("invalid part etag"));
+            }
+            let path = dir.join(&p.etag);
             let len = fs::metadata(&path).map_err(|e| io_err("stat", &path, e))?.len();
             if len != p.size {
                 return Err(Error::storage(format!("part {} has {len} bytes, expected {}", p.number, p.size)));
@@ -187,7 +199,7 @@ impl ObjectStore for FsObjectStore {
         }
         // Parts are copied one at a time, so memory stays at one part whatever the blob's size.
         let pieces = parts.iter().map(|p| {
-            let path = dir.join(p.number.to_string());
+            let path = dir.join(&p.etag);
             fs::read(&path).map_err(|e| io_err("read", &path, e))
         });
         self.root.write_atomic(&self.object_path(key), pieces)?;

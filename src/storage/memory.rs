@@ -15,7 +15,7 @@ use std::sync::Mutex;
 #[derive(Default)]
 pub struct MemoryObjectStore {
     objects: Mutex<HashMap<String, Bytes>>,
-    uploads: Mutex<HashMap<String, BTreeMap<u32, Bytes>>>,
+    uploads: Mutex<HashMap<String, BTreeMap<u32, (String, Bytes)>>>,
     next_upload: AtomicU64,
     no_rename: bool,
 }
@@ -96,8 +96,9 @@ impl ObjectStore for MemoryObjectStore {
     async fn upload_part(&self, _key: &str, upload_id: &str, number: u32, data: Bytes) -> Result<String> {
         let mut uploads = self.uploads.lock().map_err(poisoned)?;
         let parts = uploads.get_mut(upload_id).ok_or_else(|| Error::storage("no such multipart upload"))?;
-        let etag = format!("{number}-{}", data.len());
-        parts.insert(number, data);
+        // Unique per write, like an object store's content etag: completing with a stale etag fails.
+        let etag = format!("{number}-{}", self.next_upload.fetch_add(1, Ordering::Relaxed));
+        parts.insert(number, (etag.clone(), data));
         Ok(etag)
     }
 
@@ -105,7 +106,10 @@ impl ObjectStore for MemoryObjectStore {
         let stored = self.uploads.lock().map_err(poisoned)?.remove(upload_id).ok_or_else(|| Error::storage("no such multipart upload"))?;
         let mut out = BytesMut::new();
         for p in parts {
-            let data = stored.get(&p.number).ok_or_else(|| Error::storage("missing part"))?;
+            let (etag, data) = stored.get(&p.number).ok_or_else(|| Error::storage("missing part"))?;
+            if etag != &p.etag {
+                return Err(Error::storage("part was overwritten (etag mismatch)"));
+            }
             if data.len() as u64 != p.size {
                 return Err(Error::storage("part size mismatch"));
             }

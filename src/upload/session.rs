@@ -69,10 +69,11 @@ impl UploadSession {
         format!("blobs/uploads/{}", self.id)
     }
 
-    /// A fresh key for a tail starting at `start` (a new key per tail, so a crash between writing the tail and saving
-    /// the session never leaves the saved session pointing at the wrong bytes).
-    pub fn tail_key_at(&self, start: u64, len: u64) -> String {
-        format!("_uploads/{}/tail-{start}-{len}", self.id)
+    /// A fresh key for a tail starting at `start`, unique to the request writing it (`nonce`): a crash between
+    /// writing the tail and saving the session, or two clients racing on one session, never leaves a saved session
+    /// pointing at bytes other than the ones it hashed.
+    pub fn tail_key_at(&self, start: u64, len: u64, nonce: &str) -> String {
+        format!("_uploads/{}/tail-{start}-{len}-{nonce}", self.id)
     }
 }
 

@@ -190,7 +190,8 @@ def registry():
 
 # Users of the access-control registry (`auth_registry`): alice may pull and push under clients/, reader may only
 # pull there; anonymous may pull under clients/public/.
-AUTH_USERS = {"alice": "alice-Secr3t!", "reader": "reader-pw"}
+# The same users and passwords as tests/http_auth.rs, so one external server (PIER_TEST_AUTH_URL) serves both.
+AUTH_USERS = {"alice": "alice-pw", "reader": "reader-pw"}
 AUTH_RULES = """\
 clients/*          alice      pull,push,delete
 clients/*          reader     pull
@@ -202,7 +203,14 @@ registry:catalog   alice      *
 @pytest.fixture(scope="session")
 def auth_registry():
     """A second registry with access control on: htpasswd users (bcrypt cost 5, made by `pier htpasswd`), rules,
-    a token secret. Skipped when PIER_TEST_URL is set (an external server has its own settings)."""
+    a token secret. With PIER_TEST_AUTH_URL, that server is used instead (it must have these users and rules, as
+    scripts/test's wrangler dev does); skipped when only PIER_TEST_URL is set."""
+    external = os.environ.get("PIER_TEST_AUTH_URL")
+    if external:
+        url = external.rstrip("/")
+        _wait_ready(url)
+        yield Registry(url=url, host=re.sub(r"^https?://", "", url))
+        return
     if os.environ.get("PIER_TEST_URL"):
         pytest.skip("access-control client tests start their own server (PIER_TEST_URL is set)")
     cfg = Path(tempfile.mkdtemp(prefix="pier-clients-auth-"))

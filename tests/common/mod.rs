@@ -116,6 +116,17 @@ impl Server {
         self.stderr.lock().map(|b| String::from_utf8_lossy(&b).to_string()).unwrap_or_default()
     }
 
+    /// A server someone else started at `url` (never stopped by the test).
+    pub fn external_at(url: &str) -> Server {
+        Server {
+            base: url.trim().trim_end_matches('/').to_string(),
+            child: None,
+            root: None,
+            stderr: Arc::new(Mutex::new(Vec::new())),
+            agent: new_agent(),
+        }
+    }
+
     fn external_server() -> Option<Server> {
         let url = std::env::var("PIER_TEST_URL").ok()?;
         let url = url.trim().trim_end_matches('/').to_string();
