@@ -31,6 +31,12 @@ struct AuthServer {
     _dir: tempfile::TempDir,
 }
 
+/// Access was granted: the repository answers (200) or is unknown (404) — on a shared external server other tests
+/// may already have pushed to it.
+fn expect_authorized(r: &Resp) {
+    assert!(r.status == 200 || (r.status == 404 && r.error_codes().contains(&"NAME_UNKNOWN".to_string())), "{}", r.summary());
+}
+
 fn htpasswd(users: &[(&str, &str)], cost: u32) -> String {
     users
         .iter()
@@ -235,7 +241,7 @@ fn oauth2_password_grant() {
     let r = s.request("POST", "/token", &[("Content-Type", "application/x-www-form-urlencoded")], Body::Bytes(form.as_bytes()));
     r.expect(200);
     let t = r.json()["access_token"].as_str().unwrap().to_string();
-    get(s, "/v2/team/app/tags/list", &bearer(&t)).expect_error(404, "NAME_UNKNOWN");
+    expect_authorized(&get(s, "/v2/team/app/tags/list", &bearer(&t)));
     let bad = "grant_type=password&username=alice&password=nope";
     s.request("POST", "/token", &[("Content-Type", "application/x-www-form-urlencoded")], Body::Bytes(bad.as_bytes()))
         .expect_error(401, "UNAUTHORIZED");
@@ -329,7 +335,7 @@ fn forged_and_invalid_tokens_are_refused() {
     let s = &a.server;
     let c = claims(s, "alice", "team/app", &["pull", "push"]);
     // Sanity: a token forged with the real secret works (so the refusals below are about what they change).
-    get(s, "/v2/team/app/tags/list", &bearer(&forge(&hs256(), &c, SECRET.as_bytes()))).expect_error(404, "NAME_UNKNOWN");
+    expect_authorized(&get(s, "/v2/team/app/tags/list", &bearer(&forge(&hs256(), &c, SECRET.as_bytes()))));
 
     let mut cases: Vec<(&str, String)> = vec![
         ("forged signature", forge(&hs256(), &c, b"not the secret")),
@@ -536,7 +542,7 @@ fn service_setting_is_the_audience() {
     s.request("GET", q, &[("Authorization", &basic("alice", "alice-pw"))], Body::None).expect(400);
     let r = s.request("GET", "/token?service=registry.test&scope=repository:team/app:pull", &[("Authorization", &basic("alice", "alice-pw"))], Body::None);
     let t = r.json()["token"].as_str().unwrap().to_string();
-    get(s, "/v2/team/app/tags/list", &bearer(&t)).expect(404);
+    expect_authorized(&get(s, "/v2/team/app/tags/list", &bearer(&t)));
     // A token with the default issuer is not from this registry.
     let mut c = claims(s, "alice", "team/app", &["pull"]);
     c["aud"] = json!("registry.test");
