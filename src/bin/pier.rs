@@ -6,6 +6,7 @@ use pier::auth::token::Secret;
 use pier::config::{parse_bool, parse_duration_secs, parse_size, Config};
 use std::collections::HashMap;
 use pier::platform::native::{build_registry, serve, Storage};
+use pier::storage::config::StorageConfig;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,6 +18,8 @@ const USAGE: &str = "usage: pier serve [--addr HOST:PORT] [--root DIR | --memory
   --addr           listen address (env PIER_ADDR or REGISTRY_HTTP_ADDR; default 127.0.0.1:5000; port 0 picks one)
   --root           data directory (env REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY; default ./pier-data)
   --memory         keep everything in memory (env REGISTRY_STORAGE=inmemory)
+                   REGISTRY_STORAGE=s3|azure with REGISTRY_STORAGE_S3_*/REGISTRY_STORAGE_AZURE_* keeps blobs and
+                   metadata in a bucket or container (see the README: Storage backends)
   --no-delete      refuse DELETE with 405 UNSUPPORTED (env REGISTRY_STORAGE_DELETE_ENABLED=false)
   --part-size      multipart part size (env PIER_UPLOAD_PART_SIZE; default 8MiB)
   --upload-expiry  idle upload sessions expire after this (env PIER_UPLOAD_EXPIRY; default 24h)
@@ -97,16 +100,11 @@ fn htpasswd_line(args: &[String]) -> Result<String, String> {
 fn parse_options(args: &[String]) -> Result<Options, String> {
     let mut config = read_config()?;
     let mut addr = env("PIER_ADDR").or_else(|| env("REGISTRY_HTTP_ADDR")).unwrap_or_else(|| "127.0.0.1:5000".into());
-    let mut storage = match env("REGISTRY_STORAGE").as_deref() {
-        None | Some("filesystem") => Storage::Filesystem(
-            env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("pier-data")),
-        ),
-        Some("inmemory") | Some("memory") => Storage::Memory,
-        Some(other) => {
-            return Err(format!(
-                "configuration setting REGISTRY_STORAGE: {other:?} is not available in the native server (use filesystem or inmemory)"
-            ))
-        }
+    let mut storage = match StorageConfig::from_lookup(env).map_err(|e| e.to_string())? {
+        StorageConfig::Filesystem(root) => Storage::Filesystem(PathBuf::from(root.as_deref().unwrap_or("pier-data"))),
+        StorageConfig::InMemory => Storage::Memory,
+        StorageConfig::S3(s) => Storage::S3(s),
+        StorageConfig::Azure(a) => Storage::Azure(a),
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {

@@ -3,6 +3,8 @@
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod native_http;
 #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 pub mod workers;
 #[cfg(all(target_arch = "wasm32", target_os = "wasi"))]

@@ -7,7 +7,9 @@ use crate::config::Config;
 use crate::error::{Error, ErrorCode};
 use crate::registry::{Environment, Registry};
 use crate::storage::fs::{FsMetaStore, FsObjectStore};
+use crate::storage::config::{AzureSettings, S3Settings};
 use crate::storage::memory::{MemoryMetaStore, MemoryObjectStore};
+use crate::storage::object_meta::{ObjectMetaStore, DEFAULT_PREFIX};
 use crate::storage::{MetaStore, ObjectStore};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -57,6 +59,14 @@ pub enum Storage {
     Filesystem(PathBuf),
     /// Process memory (lost on exit).
     Memory,
+    /// An S3-compatible bucket (blobs, and metadata under `meta/`).
+    S3(S3Settings),
+    /// An Azure Blob container (blobs, and metadata under `meta/`).
+    Azure(AzureSettings),
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Build a registry over `storage`.
@@ -64,6 +74,16 @@ pub fn build_registry(storage: &Storage, config: Config) -> Result<Registry, Err
     let (objects, meta): (Rc<dyn ObjectStore>, Rc<dyn MetaStore>) = match storage {
         Storage::Filesystem(root) => (Rc::new(FsObjectStore::new(root)?), Rc::new(FsMetaStore::new(root)?)),
         Storage::Memory => (Rc::new(MemoryObjectStore::new()), Rc::new(MemoryMetaStore::new())),
+        Storage::S3(_) | Storage::Azure(_) => {
+            let http = Rc::new(crate::platform::native_http::NativeHttpClient::new()?);
+            let unavailable = |e: crate::config::ConfigError| Error::msg(ErrorCode::Unavailable, e.to_string());
+            let objects: Rc<dyn ObjectStore> = match storage {
+                Storage::S3(s) => Rc::new(s.build(http, Rc::new(unix_now)).map_err(unavailable)?),
+                Storage::Azure(a) => Rc::new(a.build(http, Rc::new(unix_now)).map_err(unavailable)?),
+                _ => return Err(Error::storage("unreachable storage kind")),
+            };
+            (objects.clone(), Rc::new(ObjectMetaStore::new(objects, DEFAULT_PREFIX)))
+        }
     };
     Ok(Registry::new(objects, meta, config, Rc::new(NativeEnvironment)))
 }

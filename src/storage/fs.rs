@@ -219,6 +219,16 @@ impl ObjectStore for FsObjectStore {
     async fn rename(&self, from: &str, to: &str) -> Result<()> {
         self.root.rename_into(&self.object_path(from), &self.object_path(to))
     }
+
+    async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        let dir_part = prefix.rfind('/').map_or("", |i| &prefix[..=i]);
+        let mut keys = Vec::new();
+        collect_keys(&self.object_path(dir_part), dir_part, None, &mut keys)?;
+        keys.retain(|k| k.starts_with(prefix) && start_after.is_none_or(|s| k.as_str() > s));
+        keys.sort();
+        keys.truncate(limit);
+        Ok(keys)
+    }
 }
 
 /// Small keys as files, one per key.
@@ -237,7 +247,8 @@ impl FsMetaStore {
     }
 }
 
-fn collect_keys(dir: &Path, key_prefix: &str, out: &mut Vec<String>) -> Result<()> {
+/// Keys of the files under `dir`: those whose names end with `suffix` (stripped), or every file when `suffix` is None.
+fn collect_keys(dir: &Path, key_prefix: &str, suffix: Option<char>, out: &mut Vec<String>) -> Result<()> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -248,8 +259,8 @@ fn collect_keys(dir: &Path, key_prefix: &str, out: &mut Vec<String>) -> Result<(
         let name = entry.file_name().to_string_lossy().into_owned();
         let ft = entry.file_type().map_err(|e| io_err("stat", &entry.path(), e))?;
         if ft.is_dir() {
-            collect_keys(&entry.path(), &format!("{key_prefix}{name}/"), out)?;
-        } else if let Some(leaf) = name.strip_suffix('~') {
+            collect_keys(&entry.path(), &format!("{key_prefix}{name}/"), suffix, out)?;
+        } else if let Some(leaf) = suffix.map_or(Some(name.as_str()), |c| name.strip_suffix(c)) {
             out.push(format!("{key_prefix}{leaf}"));
         }
     }
@@ -282,7 +293,7 @@ impl MetaStore for FsMetaStore {
         };
         let dir = self.root.root.join("meta").join(dir_part);
         let mut keys = Vec::new();
-        collect_keys(&dir, dir_part, &mut keys)?;
+        collect_keys(&dir, dir_part, Some('~'), &mut keys)?;
         keys.retain(|k| k[dir_part.len()..].starts_with(leaf_prefix) && start_after.is_none_or(|s| k.as_str() > s));
         keys.sort();
         keys.truncate(limit);

@@ -37,3 +37,17 @@ pub trait HttpClient {
     /// Send `req`; network failures are errors, HTTP error statuses are not.
     async fn send(&self, req: HttpRequest) -> Result<HttpResponse>;
 }
+
+/// Collect a response body of at most `limit` bytes (XML results and error documents); longer bodies are an error.
+pub async fn read_body(mut body: ByteStream, limit: usize) -> Result<Bytes> {
+    use futures::StreamExt;
+    let mut out = bytes::BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        if out.len() + chunk.len() > limit {
+            return Err(crate::error::Error::storage(format!("storage response larger than {limit} bytes")));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.freeze())
+}

@@ -128,6 +128,18 @@ impl ObjectStore for MemoryObjectStore {
         !self.no_rename
     }
 
+    async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        let objects = self.objects.lock().map_err(poisoned)?;
+        let mut keys: Vec<String> = objects
+            .keys()
+            .filter(|k| k.starts_with(prefix) && start_after.is_none_or(|s| k.as_str() > s))
+            .cloned()
+            .collect();
+        keys.sort();
+        keys.truncate(limit);
+        Ok(keys)
+    }
+
     async fn rename(&self, from: &str, to: &str) -> Result<()> {
         let mut objects = self.objects.lock().map_err(poisoned)?;
         let data = objects.remove(from).ok_or_else(|| Error::storage("rename of a missing object"))?;

@@ -5,14 +5,19 @@
 //! Keys are built only by the registry from validated names, tags, digests and upload ids (see `registry::keys`), so
 //! backends never see client-controlled path segments.
 
+pub mod azure;
+pub mod config;
 pub mod http;
 pub mod memory;
+pub mod object_meta;
+pub mod s3;
+pub(crate) mod xml;
 #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 pub mod r2;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod fs;
 
-use crate::error::Result;
+use crate::error::{Error, ErrorCode, Result};
 use crate::spec::range::ByteRange;
 use crate::upload::PartRecord;
 use async_trait::async_trait;
@@ -65,6 +70,11 @@ pub trait ObjectStore {
     /// The smallest part size the backend accepts for all parts but the last.
     fn min_part_size(&self) -> u64 {
         1
+    }
+    /// Keys under `prefix`, in lexical (byte) order, strictly after `start_after` (a full key), at most `limit` of
+    /// them. Backends that cannot list keep the default, an "unsupported" storage error.
+    async fn list(&self, _prefix: &str, _start_after: Option<&str>, _limit: usize) -> Result<Vec<String>> {
+        Err(Error::msg(ErrorCode::Unsupported, "this storage backend cannot list objects"))
     }
 }
 
