@@ -128,14 +128,15 @@ fn into_core(req: IncomingRequest) -> Result<Request, Error> {
     builder.body(body).map_err(|_| bad("invalid request"))
 }
 
+/// Whether HEAD answers must drop Content-Length (hosts that check a body against it).
+const STRIP_CONTENT_LENGTH_ON_HEAD: bool = false;
+
 async fn send_response(resp: Response, out: ResponseOutparam, head: bool) {
     let (parts, body) = resp.into_parts();
     let headers: Vec<(String, Vec<u8>)> = parts
         .headers
         .iter()
-        // HEAD answers keep Content-Length for the client but carry no body; hosts that check the body against
-        // Content-Length would refuse it, so it is left out there.
-        .filter(|(k, _)| !(head && *k == http::header::CONTENT_LENGTH))
+        .filter(|(k, _)| !(head && STRIP_CONTENT_LENGTH_ON_HEAD && *k == http::header::CONTENT_LENGTH))
         .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
         .collect();
     let fields = match Fields::from_list(&headers) {

@@ -1,19 +1,40 @@
-//! Store selection for the wasi:http adapter. Every request may run in a fresh instance (`wasmtime serve` does
-//! that), so only stores outside the instance work: S3 or Azure Blob over `wasi:http`, metadata in the same object
-//! store.
+//! Store selection for the wasi:http adapter. A host may run every request in a fresh instance (`wasmtime serve`
+//! does), so only stores outside the instance work: S3 or Azure Blob over `wasi:http`, with the metadata kept in the
+//! same object store (`ObjectMetaStore`). Settings are registry:2's (`REGISTRY_STORAGE=s3|azure`, …).
 
 use crate::config::Config;
 use crate::error::{Error, ErrorCode};
 use crate::registry::{Environment, Registry};
+use crate::storage::config::StorageConfig;
 use crate::storage::http::HttpClient;
+use crate::storage::object_meta::{ObjectMetaStore, DEFAULT_PREFIX};
+use crate::storage::ObjectStore;
 use std::rc::Rc;
 
 /// Build the registry from settings read through `lookup`.
 pub fn build_registry(
     lookup: impl Fn(&str) -> Option<String>,
-    _http: Rc<dyn HttpClient>,
-    _env: Rc<dyn Environment>,
+    http: Rc<dyn HttpClient>,
+    env: Rc<dyn Environment>,
 ) -> Result<Registry, Error> {
-    let _config = Config::from_lookup(&lookup).map_err(|e| Error::msg(ErrorCode::Unavailable, e.to_string()))?;
-    Err(Error::msg(ErrorCode::Unavailable, "configuration setting REGISTRY_STORAGE: s3 and azure backends are not built yet"))
+    let unavailable = |m: String| Error::msg(ErrorCode::Unavailable, m);
+    let config = Config::from_lookup(&lookup).map_err(|e| unavailable(e.to_string()))?;
+    if config.auth.as_ref().is_some_and(|a| a.token_secret.is_none()) {
+        // Each instance would sign with its own random key, and a token from one would fail on the next.
+        return Err(unavailable("configuration setting PIER_AUTH_TOKEN_SECRET: required with access control on wasi:http hosts".into()));
+    }
+    let storage = StorageConfig::from_lookup(&lookup).map_err(|e| unavailable(e.to_string()))?;
+    let clock_env = env.clone();
+    let clock: Rc<dyn Fn() -> u64> = Rc::new(move || clock_env.now_unix());
+    let objects: Rc<dyn ObjectStore> = match storage {
+        StorageConfig::S3(s) => Rc::new(s.build(http, clock).map_err(|e| unavailable(e.to_string()))?),
+        StorageConfig::Azure(a) => Rc::new(a.build(http, clock).map_err(|e| unavailable(e.to_string()))?),
+        StorageConfig::Filesystem(_) | StorageConfig::InMemory => {
+            return Err(unavailable(
+                "configuration setting REGISTRY_STORAGE: a wasi:http component keeps nothing between requests; use s3 or azure".into(),
+            ))
+        }
+    };
+    let meta = Rc::new(ObjectMetaStore::new(objects.clone(), DEFAULT_PREFIX));
+    Ok(Registry::new(objects, meta, config, env))
 }

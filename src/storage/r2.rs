@@ -25,6 +25,29 @@ fn r2_err(what: &str, e: worker::Error) -> Error {
 /// R2's largest list page.
 const LIST_PAGE: usize = 1000;
 
+/// Keys under `prefix` strictly after `start_after`, at most `limit`, paging through R2's 1000-key lists.
+async fn list_keys(bucket: &Bucket, prefix: &str, start_after: Option<String>, limit: usize) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut after = start_after;
+    while out.len() < limit {
+        let want = (limit - out.len()).min(LIST_PAGE) as u32;
+        let mut list = bucket.list().prefix(prefix.to_string()).limit(want);
+        if let Some(a) = &after {
+            list = list.start_after(a.clone());
+        }
+        let page = list.execute().await.map_err(|e| r2_err("list", e))?;
+        let keys: Vec<String> = page.objects().iter().map(|o| o.key()).collect();
+        let done = !page.truncated() || keys.is_empty();
+        after = keys.last().cloned();
+        out.extend(keys);
+        if done {
+            break;
+        }
+    }
+    out.truncate(limit);
+    Ok(out)
+}
+
 /// Blobs in an R2 bucket.
 pub struct R2ObjectStore {
     bucket: Bucket,
@@ -118,6 +141,10 @@ impl ObjectStore for R2ObjectStore {
     fn min_part_size(&self) -> u64 {
         5 * 1024 * 1024
     }
+
+    async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        list_keys(&self.bucket, prefix, start_after.map(str::to_string), limit).await
+    }
 }
 
 /// Metadata keys as small R2 objects under a prefix.
@@ -153,24 +180,8 @@ impl MetaStore for R2MetaStore {
 
     async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Vec<String>> {
         let full_prefix = format!("{}{prefix}", self.prefix);
-        let mut out = Vec::new();
-        let mut after = start_after.map(|s| format!("{}{s}", self.prefix));
-        while out.len() < limit {
-            let want = (limit - out.len()).min(LIST_PAGE) as u32;
-            let mut list = self.bucket.list().prefix(full_prefix.clone()).limit(want);
-            if let Some(a) = &after {
-                list = list.start_after(a.clone());
-            }
-            let page = list.execute().await.map_err(|e| r2_err("list", e))?;
-            let keys: Vec<String> = page.objects().iter().map(|o| o.key()).collect();
-            let done = !page.truncated() || keys.is_empty();
-            after = keys.last().cloned();
-            out.extend(keys.into_iter().filter_map(|k| k.strip_prefix(&self.prefix).map(str::to_string)));
-            if done {
-                break;
-            }
-        }
-        out.truncate(limit);
-        Ok(out)
+        let after = start_after.map(|s| format!("{}{s}", self.prefix));
+        let keys = list_keys(&self.bucket, &full_prefix, after, limit).await?;
+        Ok(keys.into_iter().filter_map(|k| k.strip_prefix(&self.prefix).map(str::to_string)).collect())
     }
 }
