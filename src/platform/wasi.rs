@@ -55,8 +55,14 @@ impl HttpClient for WasiHttpClient {
         };
         let mut builder = spin_sdk::http::Request::builder();
         builder.method(method).uri(req.url.as_str());
+        let mut has_length = false;
         for (k, v) in &req.headers {
+            has_length |= k.eq_ignore_ascii_case("content-length");
             builder.header(k.as_str(), v.as_str());
+        }
+        // wasi:http sends a body without Content-Length as chunked, which S3 refuses (411 MissingContentLength).
+        if !has_length && (!req.body.is_empty() || !matches!(req.method, http::Method::GET | http::Method::HEAD)) {
+            builder.header("content-length", req.body.len().to_string());
         }
         let request = builder.body(req.body.to_vec()).build();
         let response: IncomingResponse =
