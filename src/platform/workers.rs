@@ -10,11 +10,15 @@ use crate::error::{Error, ErrorCode};
 use crate::registry::{Environment, Registry};
 use crate::sign::sigv4::{AddressingStyle, Credentials, S3Endpoint};
 use crate::sign::Timestamp;
+use crate::storage::config::StorageConfig;
+use crate::storage::http::{HttpClient, HttpRequest, HttpResponse};
+use crate::storage::object_meta::{ObjectMetaStore, DEFAULT_PREFIX as OBJECT_META_PREFIX};
 use crate::storage::r2::{R2MetaStore, R2ObjectStore};
+use crate::storage::{MetaStore, ObjectStore};
 use bytes::Bytes;
 use futures::StreamExt;
 use std::rc::Rc;
-use worker::{event, Context, Env, FixedLengthStream, Headers, ResponseBuilder, ScheduleContext, ScheduledEvent};
+use worker::{event, Context, Env, Fetch, FixedLengthStream, Headers, RequestInit, ResponseBuilder, ScheduleContext, ScheduledEvent};
 
 /// The R2 binding holding blobs and metadata.
 pub const BUCKET_BINDING: &str = "BUCKET";
@@ -78,6 +82,54 @@ fn r2_presigner(env: &Env) -> Result<Option<Box<dyn Fn(&str, u64) -> Option<Stri
     })))
 }
 
+/// Outbound HTTP through the Workers `fetch` API, for the S3 and Azure backends (`REGISTRY_STORAGE=s3|azure`).
+pub struct WorkersHttpClient;
+
+#[async_trait::async_trait(?Send)]
+impl HttpClient for WorkersHttpClient {
+    async fn send(&self, req: HttpRequest) -> crate::error::Result<HttpResponse> {
+        let fail = |what: &str, e: worker::Error| Error::storage(format!("fetch {what}: {e}"));
+        let headers = Headers::new();
+        for (k, v) in &req.headers {
+            headers.set(k, v).map_err(|e| fail("header", e))?;
+        }
+        let mut init = RequestInit::new();
+        init.with_method(worker::Method::from(req.method.as_str().to_string())).with_headers(headers);
+        if !req.body.is_empty() {
+            init.with_body(Some(js_sys::Uint8Array::from(&req.body[..]).into()));
+        }
+        let request = worker::Request::new_with_init(&req.url, &init).map_err(|e| fail("request", e))?;
+        let mut response = Fetch::Request(request).send().await.map_err(|e| fail("send", e))?;
+        let status = response.status_code();
+        let headers = response.headers().entries().collect();
+        let body: crate::storage::ByteStream = match response.stream() {
+            Ok(s) => Box::pin(s.map(|r| r.map(Bytes::from).map_err(|e| Error::storage(format!("fetch body: {e}"))))),
+            Err(_) => Box::pin(futures::stream::empty()),
+        };
+        Ok(HttpResponse { status, headers, body })
+    }
+}
+
+/// The object store named by `REGISTRY_STORAGE`: unset means the R2 binding; `s3` and `azure` go through `fetch`
+/// (a Workers deployment keeping its blobs in Azure, like the classic Azure-backed registry:2 setup).
+fn configured_stores(env: &Env) -> Result<Option<(Rc<dyn ObjectStore>, Rc<dyn MetaStore>)>, Error> {
+    let unavailable = |m: String| Error::msg(ErrorCode::Unavailable, m);
+    let clock: Rc<dyn Fn() -> u64> = Rc::new(|| (js_sys::Date::now() / 1000.0) as u64);
+    let http: Rc<dyn HttpClient> = Rc::new(WorkersHttpClient);
+    let objects: Rc<dyn ObjectStore> = match StorageConfig::from_lookup(|k| setting(env, k)).map_err(|e| unavailable(e.to_string()))? {
+        StorageConfig::Filesystem(None) => return Ok(None),
+        StorageConfig::S3(s) => Rc::new(s.build(http, clock).map_err(|e| unavailable(e.to_string()))?),
+        StorageConfig::Azure(a) => Rc::new(a.build(http, clock).map_err(|e| unavailable(e.to_string()))?),
+        StorageConfig::Filesystem(Some(_)) | StorageConfig::InMemory => {
+            return Err(unavailable(
+                "configuration setting REGISTRY_STORAGE: Workers keep nothing on disk or in memory between requests; leave it unset for R2, or use s3 or azure".into(),
+            ))
+        }
+    };
+    let meta: Rc<dyn MetaStore> = Rc::new(ObjectMetaStore::new(objects.clone(), OBJECT_META_PREFIX));
+    Ok(Some((objects, meta)))
+}
+
 fn build_registry(env: &Env) -> Result<Registry, Error> {
     let unavailable = |m: String| Error::msg(ErrorCode::Unavailable, m);
     let config = Config::from_lookup(|k| setting(env, k)).map_err(|e| unavailable(e.to_string()))?;
@@ -86,6 +138,9 @@ fn build_registry(env: &Env) -> Result<Registry, Error> {
         return Err(unavailable(
             "configuration setting PIER_AUTH_TOKEN_SECRET: required with access control on Workers (wrangler secret put PIER_AUTH_TOKEN_SECRET)".into(),
         ));
+    }
+    if let Some((objects, meta)) = configured_stores(env)? {
+        return Ok(Registry::new(objects, meta, config, Rc::new(WorkersEnvironment)));
     }
     let bucket = env
         .bucket(BUCKET_BINDING)
