@@ -13,7 +13,7 @@ use pier::auth::htpasswd::hash_password;
 use serde_json::{json, Value};
 use sha2::Sha256;
 use std::io::Write as _;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const SECRET: &str = "test-secret-0123456789abcdef-0123456789";
 const RULES: &str = "\
@@ -284,49 +284,34 @@ fn wrong_password_and_unknown_user_are_refused() {
 }
 
 #[test]
-fn unknown_user_takes_as_long_as_a_wrong_password() {
-    // Cost 8 makes bcrypt dominate the request time even in a debug build.
-    let Some(a) = start_cost(8, &[("PIER_AUTH_CACHE_TTL", "0")]) else { return };
+fn unknown_user_is_answered_like_a_wrong_password() {
+    // The answers must be indistinguishable; that an unknown user also costs a bcrypt round (so the two take the same
+    // time) is measured in benches/auth.rs and checked without timing in src/auth/htpasswd.rs' unit tests: timing
+    // assertions in a test suite fail whenever the machine is busy.
+    let Some(a) = start_cost(4, &[("PIER_AUTH_CACHE_TTL", "0")]) else { return };
     let s = &a.server;
-    let time = |auth: &str| {
-        let mut v: Vec<Duration> = (0..7)
-            .map(|_| {
-                let t = Instant::now();
-                get(s, "/v2/", auth).expect(401);
-                t.elapsed()
-            })
-            .collect();
-        v.sort();
-        v[v.len() / 2]
-    };
-    let wrong = time(&basic("alice", "wrong"));
-    let unknown = time(&basic("nobody-here", "wrong"));
-    let right = {
-        let t = Instant::now();
-        get(s, "/v2/", &basic("alice", "alice-pw")).expect(200);
-        t.elapsed()
-    };
-    let ratio = unknown.as_secs_f64() / wrong.as_secs_f64();
-    eprintln!("median wrong password {wrong:?}, unknown user {unknown:?}, right password {right:?}");
-    assert!((0.6..1.67).contains(&ratio), "unknown user {unknown:?} vs wrong password {wrong:?}");
-    assert!(unknown > right / 3, "an unknown user must cost a bcrypt round");
+    let wrong = get(s, "/v2/", &basic("alice", "wrong"));
+    let unknown = get(s, "/v2/", &basic("nobody-here", "wrong"));
+    wrong.expect(401);
+    unknown.expect(401);
+    assert_eq!(wrong.body, unknown.body);
+    assert_eq!(wrong.header("www-authenticate"), unknown.header("www-authenticate"));
+    let wrong = token_resp(s, Some(&basic("alice", "wrong")), &["repository:team/app:pull"]);
+    let unknown = token_resp(s, Some(&basic("nobody-here", "wrong")), &["repository:team/app:pull"]);
+    assert_eq!((wrong.status, wrong.body.clone()), (unknown.status, unknown.body.clone()));
 }
 
 #[test]
-fn basic_credentials_are_cached() {
-    let Some(a) = start_cost(8, &[]) else { return };
+fn basic_credentials_keep_working_across_requests() {
+    // Whether repeated Basic requests skip bcrypt is the credential cache's job, unit-tested in src/auth/cache.rs and
+    // measured in benches/auth.rs; here: repeated requests keep being accepted, and a wrong password never is.
+    let Some(a) = start(&[]) else { return };
     let s = &a.server;
     let alice = basic("alice", "alice-pw");
-    let t = Instant::now();
-    get(s, "/v2/", &alice).expect(200);
-    let first = t.elapsed();
-    let t = Instant::now();
     for _ in 0..5 {
         get(s, "/v2/", &alice).expect(200);
+        get(s, "/v2/", &basic("alice", "alice-pw-not")).expect(401);
     }
-    let next = t.elapsed() / 5;
-    eprintln!("first Basic request {first:?}, cached {next:?}");
-    assert!(next < first, "cached requests skip bcrypt: first {first:?}, next {next:?}");
 }
 
 #[test]

@@ -278,6 +278,16 @@ mod tests {
     }
 
     #[test]
+    fn unknown_users_are_verified_against_a_dummy_of_the_common_cost() {
+        // Deterministic form of "an unknown user takes as long as a wrong password": verify() runs bcrypt against a
+        // dummy hash whose cost is the one most users have (the time itself is measured in benches/auth.rs).
+        let file = format!("a:{APACHE_2Y}\nb:{APACHE_2Y}\n");
+        let h = Htpasswd::parse(&file).unwrap();
+        assert_eq!(h.dummy.as_ref().map(|d| d.cost), Some(4));
+        assert!(!h.verify("nobody", b"x"));
+    }
+
+    #[test]
     fn long_passwords_truncate_at_72_bytes() {
         let long = [b'x'; 100];
         let h = BcryptHash::parse(&hash_password(&long, 4, [3; 16]).unwrap()).unwrap();

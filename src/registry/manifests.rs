@@ -1,6 +1,7 @@
 //! Manifest push, pull and delete. A manifest is stored as a record in the metadata store: one JSON header line (media
-//! type, subject) and then the client's exact bytes, so a pull by tag costs two small reads and returns byte-for-byte
-//! what was pushed. A push is refused unless everything it references (config, layers, child manifests) is already in
+//! type, subject, digest) and then the client's exact bytes. A tag holds a copy of the record it points to, so a pull
+//! by tag — the hottest request of a registry — costs one read, and returns byte-for-byte what was pushed. (Records are
+//! immutable and a manifest delete removes the tags pointing at it first, so the copy never outlives the original.) A push is refused unless everything it references (config, layers, child manifests) is already in
 //! the repository; `subject` is exempt, as the spec allows referrers to arrive before what they refer to.
 
 use super::{header, keys, Registry};
@@ -20,6 +21,9 @@ pub(crate) struct RecordHeader {
     pub media_type: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<Digest>,
+    /// The record's own digest (needed where the record is read through a tag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Digest>,
 }
 
 pub(crate) struct ManifestRecord {
@@ -33,6 +37,22 @@ fn encode_record(header: &RecordHeader, bytes: &[u8]) -> Result<Bytes> {
     out.put_u8(b'\n');
     out.put_slice(bytes);
     Ok(out.freeze())
+}
+
+/// What a tag's value says: a copy of the record (current format) or just a digest (older data).
+enum TagTarget {
+    Record(Digest, Box<ManifestRecord>),
+    Digest(Digest),
+}
+
+fn tag_target(raw: &Bytes) -> Result<TagTarget> {
+    if raw.first() == Some(&b'{') {
+        let record = decode_record(raw.clone())?;
+        let digest = record.header.digest.clone().ok_or_else(|| Error::storage("tag record without digest"))?;
+        return Ok(TagTarget::Record(digest, Box::new(record)));
+    }
+    let s = std::str::from_utf8(raw).map_err(|_| Error::storage("corrupt tag"))?;
+    Digest::parse(s.trim()).map(TagTarget::Digest).map_err(|_| Error::storage("corrupt tag"))
 }
 
 fn decode_record(raw: Bytes) -> Result<ManifestRecord> {
@@ -49,29 +69,30 @@ impl Registry {
         }
     }
 
-    /// The digest a reference names in `name`, or `MANIFEST_UNKNOWN` for an unknown tag.
-    async fn resolve(&self, name: &RepositoryName, reference: &Reference) -> Result<Digest> {
+    /// The digest and record `reference` names in `name`; `MANIFEST_UNKNOWN` when there is none.
+    async fn resolve(&self, name: &RepositoryName, reference: &Reference) -> Result<(Digest, ManifestRecord)> {
+        let unknown = || Error::new(ErrorCode::ManifestUnknown).with_detail(reference.to_string());
         match reference {
-            Reference::Digest(d) => Ok(d.clone()),
+            Reference::Digest(d) => {
+                let record = self.manifest_record(name, d).await?.ok_or_else(unknown)?;
+                Ok((d.clone(), record))
+            }
             Reference::Tag(t) => {
-                let raw = self
-                    .meta
-                    .get(&keys::tag(name, t))
-                    .await?
-                    .ok_or_else(|| Error::new(ErrorCode::ManifestUnknown).with_detail(t.to_string()))?;
-                let s = std::str::from_utf8(&raw).map_err(|_| Error::storage("corrupt tag"))?;
-                Digest::parse(s.trim()).map_err(|_| Error::storage("corrupt tag"))
+                let raw = self.meta.get(&keys::tag(name, t)).await?.ok_or_else(unknown)?;
+                match tag_target(&raw)? {
+                    TagTarget::Record(digest, record) => Ok((digest, *record)),
+                    TagTarget::Digest(digest) => {
+                        let record = self.manifest_record(name, &digest).await?.ok_or_else(unknown)?;
+                        Ok((digest, record))
+                    }
+                }
             }
         }
     }
 
     pub(super) async fn get_manifest(&self, name: &RepositoryName, reference: &str) -> Result<Reply> {
         let reference = Reference::parse(reference)?;
-        let digest = self.resolve(name, &reference).await?;
-        let record = self
-            .manifest_record(name, &digest)
-            .await?
-            .ok_or_else(|| Error::new(ErrorCode::ManifestUnknown).with_detail(reference.to_string()))?;
+        let (digest, record) = self.resolve(name, &reference).await?;
         Ok(Reply::bytes(StatusCode::OK, &record.header.media_type, record.bytes)
             .header("docker-content-digest", digest.to_string())
             .header("etag", format!("\"{digest}\"")))
@@ -107,8 +128,13 @@ impl Registry {
             return Err(Error::new(ErrorCode::ManifestBlobUnknown).with_detail(missing.to_string()));
         }
 
-        let header_line = RecordHeader { media_type: info.media_type.clone(), subject: info.subject.as_ref().map(|s| s.digest.clone()) };
-        self.meta.put(&keys::manifest(name, &digest), encode_record(&header_line, &bytes)?).await?;
+        let header_line = RecordHeader {
+            media_type: info.media_type.clone(),
+            subject: info.subject.as_ref().map(|s| s.digest.clone()),
+            digest: Some(digest.clone()),
+        };
+        let record = encode_record(&header_line, &bytes)?;
+        self.meta.put(&keys::manifest(name, &digest), record.clone()).await?;
         if let Some(subject) = &info.subject {
             let descriptor = Descriptor {
                 media_type: info.media_type.clone(),
@@ -122,7 +148,7 @@ impl Registry {
             self.meta.put(&keys::referrer(name, &subject.digest, &digest), Bytes::from(v)).await?;
         }
         if let Reference::Tag(t) = &reference {
-            self.meta.put(&keys::tag(name, t), Bytes::from(digest.to_string())).await?;
+            self.meta.put(&keys::tag(name, t), record).await?;
         }
         // A read before the write: the catalog key is rewritten on every push otherwise, and some stores limit
         // writes per key.
@@ -163,7 +189,10 @@ impl Registry {
                     let Some(last) = page.last().cloned() else { break };
                     for key in &page {
                         if let Some(v) = self.meta.get(key).await? {
-                            if v.as_ref() == d.to_string().as_bytes() {
+                            let target = match tag_target(&v)? {
+                                TagTarget::Record(digest, _) | TagTarget::Digest(digest) => digest,
+                            };
+                            if &target == d {
                                 self.meta.delete(key).await?;
                             }
                         }
