@@ -102,3 +102,68 @@ fn expired_sessions_are_purged() {
     assert!(objects.keys().iter().all(|k| !k.starts_with("_uploads/")));
     assert_eq!(call(&reg, Method::GET, &loc, vec![]).status(), StatusCode::NOT_FOUND);
 }
+
+/// Random requests (mutated real ones: methods, paths, queries, Content-Range, Range, bodies) never panic and never
+/// answer 5xx: a client's mistake is always a 4xx with an OCI error body.
+#[test]
+fn random_requests_never_cause_server_errors() {
+    let objects = Rc::new(MemoryObjectStore::new());
+    let (reg, _) = setup(objects, 64);
+    let digest = chunked_push(&reg, "a/b", b"hello world, this is a blob", 5);
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = |n: usize| {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        (state.wrapping_mul(0x9E37_79B9_7F4A_7C15) % n as u64) as usize
+    };
+    let methods = [Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS];
+    let paths = [
+        "/v2/".to_string(),
+        "/v2/_catalog?n=1&last=a".to_string(),
+        "/v2/a/b/tags/list?n=x".to_string(),
+        format!("/v2/a/b/blobs/{digest}"),
+        "/v2/a/b/blobs/uploads/".to_string(),
+        format!("/v2/a/b/blobs/uploads/?digest={digest}"),
+        format!("/v2/c/blobs/uploads/?mount={digest}&from=a/b"),
+        "/v2/a/b/blobs/uploads/01010101-0101-4101-8101-010101010101".to_string(),
+        "/v2/a/b/manifests/latest".to_string(),
+        format!("/v2/a/b/manifests/{digest}"),
+        format!("/v2/a/b/referrers/{digest}?artifactType=x"),
+    ];
+    let junk = ["", "%2F", "..", "/x", "?digest=sha256:zz", "?n=-1", "A", ":", "?mount=&from=", "/../"];
+    let bodies: [&[u8]; 5] = [b"", b"{}", b"not json", br#"{"schemaVersion":2,"manifests":[]}"#, &[0xff; 100]];
+    let mut sent = 0;
+    for _ in 0..3000 {
+        let mut path = paths[next(paths.len())].clone();
+        if next(2) == 0 {
+            let at = next(path.len() + 1);
+            let at = (0..=at).rev().find(|i| path.is_char_boundary(*i)).unwrap_or(0);
+            path.insert_str(at, junk[next(junk.len())]);
+        }
+        let mut r = Request::new(Body::Full(Bytes::copy_from_slice(bodies[next(bodies.len())])));
+        *r.method_mut() = methods[next(methods.len())].clone();
+        let Ok(uri) = path.parse() else { continue };
+        *r.uri_mut() = uri;
+        let headers = r.headers_mut();
+        match next(5) {
+            0 => {
+                headers.insert("content-range", http::HeaderValue::from_static("0-3"));
+            }
+            1 => {
+                headers.insert("content-range", http::HeaderValue::from_static("9-2"));
+            }
+            2 => {
+                headers.insert("range", http::HeaderValue::from_static("bytes=3-1"));
+            }
+            3 => {
+                headers.insert("content-type", http::HeaderValue::from_static("application/vnd.oci.image.index.v1+json"));
+            }
+            _ => {}
+        }
+        let resp = block_on(reg.handle(r));
+        assert!(resp.status().as_u16() < 500, "{path}: {}", resp.status());
+        sent += 1;
+    }
+    assert!(sent > 2000, "only {sent} requests were well-formed enough to send");
+}

@@ -3,6 +3,8 @@
 //! unit tests, safe to feed arbitrary client input.
 
 pub mod digest;
+#[cfg(test)]
+mod fuzz_smoke;
 pub mod manifest;
 pub mod media_types;
 pub mod name;
