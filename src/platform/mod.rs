@@ -11,3 +11,5 @@ pub mod workers;
 pub mod wasi;
 #[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
 pub mod wasi_stores;
+#[cfg(all(target_arch = "wasm32", target_os = "wasi", feature = "spin-kv"))]
+pub mod spin_kv;

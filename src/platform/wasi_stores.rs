@@ -8,7 +8,7 @@ use crate::registry::{Environment, Registry};
 use crate::storage::config::StorageConfig;
 use crate::storage::http::HttpClient;
 use crate::storage::object_meta::{ObjectMetaStore, DEFAULT_PREFIX};
-use crate::storage::ObjectStore;
+use crate::storage::{MetaStore, ObjectStore};
 use std::rc::Rc;
 
 /// Build the registry from settings read through `lookup`.
@@ -35,6 +35,27 @@ pub fn build_registry(
             ))
         }
     };
-    let meta = Rc::new(ObjectMetaStore::new(objects.clone(), DEFAULT_PREFIX));
+    let meta = metadata_store(&lookup, objects.clone())?;
     Ok(Registry::new(objects, meta, config, env))
+}
+
+/// Where metadata lives: `PIER_METADATA=object` (the object store, every host) or, in the Spin build,
+/// `PIER_METADATA=spin-kv` (Spin's key-value store `PIER_SPIN_KV_STORE`, default `default`).
+fn metadata_store(lookup: &impl Fn(&str) -> Option<String>, objects: Rc<dyn ObjectStore>) -> Result<Rc<dyn MetaStore>, Error> {
+    let unavailable = |m: String| Error::msg(ErrorCode::Unavailable, m);
+    match lookup("PIER_METADATA").as_deref().map(str::trim) {
+        None | Some("") | Some("object") => Ok(Rc::new(ObjectMetaStore::new(objects, DEFAULT_PREFIX))),
+        #[cfg(feature = "spin-kv")]
+        Some("spin-kv") => {
+            let name = lookup("PIER_SPIN_KV_STORE").unwrap_or_else(|| "default".into());
+            Ok(Rc::new(super::spin_kv::SpinKvMetaStore::open(&name).map_err(|e| {
+                unavailable(format!("configuration setting PIER_SPIN_KV_STORE: cannot open Spin key-value store {name:?} ({})", e.message))
+            })?))
+        }
+        #[cfg(not(feature = "spin-kv"))]
+        Some("spin-kv") => Err(unavailable(
+            "configuration setting PIER_METADATA: spin-kv needs the Spin build of the component (scripts/build-wasi --spin)".into(),
+        )),
+        Some(other) => Err(unavailable(format!("configuration setting PIER_METADATA: {other:?} is not object or spin-kv"))),
+    }
 }

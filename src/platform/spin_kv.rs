@@ -1,0 +1,56 @@
+//! Metadata in Spin's key-value store (`key_value_stores = ["default"]` in spin.toml), for the Spin build of the
+//! wasi:http component (`scripts/build-wasi --spin`, cargo feature `spin-kv`). It is a separate build because a
+//! component that imports `spin:key-value` does not load under hosts without it (`wasmtime serve`); the plain build
+//! keeps metadata in the object store instead. Which one a Spin deployment uses is chosen by `PIER_METADATA`.
+
+use crate::error::{Error, Result};
+use crate::storage::MetaStore;
+use async_trait::async_trait;
+use bytes::Bytes;
+use spin_sdk::key_value::Store;
+
+fn kv_err(what: &str, e: impl std::fmt::Debug) -> Error {
+    Error::storage(format!("spin key-value {what}: {e:?}"))
+}
+
+/// Small keys in a Spin key-value store.
+pub struct SpinKvMetaStore {
+    store: Store,
+}
+
+impl SpinKvMetaStore {
+    /// Open the store named `name` (it must be listed in the component's `key_value_stores`).
+    pub fn open(name: &str) -> Result<Self> {
+        Ok(SpinKvMetaStore { store: Store::open(name).map_err(|e| kv_err("open", e))? })
+    }
+}
+
+#[async_trait(?Send)]
+impl MetaStore for SpinKvMetaStore {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        Ok(self.store.get(key).map_err(|e| kv_err("get", e))?.map(Bytes::from))
+    }
+
+    async fn put(&self, key: &str, value: Bytes) -> Result<()> {
+        self.store.set(key, &value).map_err(|e| kv_err("set", e))
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.store.delete(key).map_err(|e| kv_err("delete", e))
+    }
+
+    async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        // Spin's interface lists every key at once: fine for a registry's metadata (tags, manifests, sessions) at the
+        // scale a Spin deployment has; an object store is the choice for very large registries.
+        let mut keys: Vec<String> = self
+            .store
+            .get_keys()
+            .map_err(|e| kv_err("get_keys", e))?
+            .into_iter()
+            .filter(|k| k.starts_with(prefix) && start_after.is_none_or(|s| k.as_str() > s))
+            .collect();
+        keys.sort();
+        keys.truncate(limit);
+        Ok(keys)
+    }
+}
