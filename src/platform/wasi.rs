@@ -13,7 +13,7 @@ use crate::storage::http::{HttpClient, HttpRequest, HttpResponse};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use spin_sdk::http::{Fields, IncomingRequest, IncomingResponse, Method, OutgoingResponse, ResponseOutparam, Scheme};
+use spin_sdk::http::{Fields, IncomingRequest, IncomingResponse, Method, OutgoingResponse, ResponseOutparam};
 use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -134,15 +134,11 @@ fn into_core(req: IncomingRequest) -> Result<Request, Error> {
     builder.body(body).map_err(|_| bad("invalid request"))
 }
 
-/// Whether HEAD answers must drop Content-Length (hosts that check a body against it).
-const STRIP_CONTENT_LENGTH_ON_HEAD: bool = false;
-
 async fn send_response(resp: Response, out: ResponseOutparam, head: bool) {
     let (parts, body) = resp.into_parts();
     let headers: Vec<(String, Vec<u8>)> = parts
         .headers
         .iter()
-        .filter(|(k, _)| !(head && STRIP_CONTENT_LENGTH_ON_HEAD && *k == http::header::CONTENT_LENGTH))
         .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
         .collect();
     let fields = match Fields::from_list(&headers) {
@@ -201,6 +197,3 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
     };
     send_response(response, out, head).await;
 }
-
-#[allow(dead_code)]
-fn _scheme_is_used(_: Scheme) {}

@@ -42,7 +42,7 @@ impl Root {
     }
 
     /// Write `parts` to a temp file, fsync, rename to `dest`.
-    fn write_atomic<'a>(&self, dest: &Path, parts: impl IntoIterator<Item = Result<Vec<u8>>>) -> Result<()> {
+    fn write_atomic(&self, dest: &Path, parts: impl IntoIterator<Item = Result<Vec<u8>>>) -> Result<()> {
         let tmp = self.temp_path();
         let res = (|| {
             let mut f = File::create(&tmp).map_err(|e| io_err("create", &tmp, e))?;
