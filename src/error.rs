@@ -156,6 +156,13 @@ impl Error {
         Error::msg(ErrorCode::Unknown, "storage backend failed").with_detail(context.to_string())
     }
 
+    /// Stored upload parts no longer match what the upload session recorded (a part replaced, missing, or the
+    /// multipart upload gone): the upload cannot complete and the client must start it again.
+    pub fn parts_mismatch(context: impl fmt::Display) -> Self {
+        Error::msg(ErrorCode::BlobUploadInvalid, "the stored parts of this upload do not match its record; start the upload again")
+            .with_detail(context.to_string())
+    }
+
     /// The HTTP status of this error.
     pub fn status(&self) -> StatusCode {
         self.code.status()

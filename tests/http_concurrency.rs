@@ -161,8 +161,8 @@ fn concurrent_pushes_of_the_same_blob() {
 
 #[test]
 fn racing_patches_on_one_session_stay_consistent() {
-    // Racing chunks at one offset: several may be accepted (no store offers compare-and-swap across requests), but
-    // the session must stay consistent: its offset, hash, tail and parts all from one of them.
+    // Racing chunks at one offset: the first to claim the session (a compare-and-swap in the store) is accepted; every
+    // other one is refused with 416, and the session holds exactly the winner's bytes.
     let s = Arc::new(Server::start());
     let repo = unique("concpatch");
     let data = Arc::new(random_bytes(unique_seed(), 4000));
@@ -185,7 +185,7 @@ fn racing_patches_on_one_session_stay_consistent() {
         statuses.iter().all(|&c| c == 202 || c == 416),
         "{statuses:?}"
     );
-    assert!(ok >= 1, "at least one chunk at offset 0 is accepted: {statuses:?}");
+    assert_eq!(ok, 1, "exactly one chunk at offset 0 is accepted: {statuses:?}");
     let r = s.get(&loc);
     r.expect(204);
     assert_eq!(r.header("range"), Some("0-1999"));

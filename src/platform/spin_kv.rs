@@ -2,9 +2,13 @@
 //! wasi:http component (`scripts/build-wasi --spin`, cargo feature `spin-kv`). It is a separate build because a
 //! component that imports `spin:key-value` does not load under hosts without it (`wasmtime serve`); the plain build
 //! keeps metadata in the object store instead. Which one a Spin deployment uses is chosen by `PIER_METADATA`.
+//!
+//! Spin's `spin:key-value` interface has no compare-and-swap, so this store refuses conditional writes and the keys
+//! that need them (upload sessions) are kept in the object store beside it (see `wasi_stores`, `storage::split`).
+//! (`wasi:keyvalue/atomics` has a `cas`, but only newer Spin hosts provide it; the object store works on all.)
 
-use crate::error::{Error, Result};
-use crate::storage::MetaStore;
+use crate::error::{Error, ErrorCode, Result};
+use crate::storage::{MetaStore, Precondition, Versioned};
 use async_trait::async_trait;
 use bytes::Bytes;
 use spin_sdk::key_value::Store;
@@ -31,8 +35,16 @@ impl MetaStore for SpinKvMetaStore {
         Ok(self.store.get(key).map_err(|e| kv_err("get", e))?.map(Bytes::from))
     }
 
+    async fn get_versioned(&self, _key: &str) -> Result<Option<Versioned>> {
+        Err(Error::msg(ErrorCode::Unsupported, "Spin's key-value store has no compare-and-swap"))
+    }
+
     async fn put(&self, key: &str, value: Bytes) -> Result<()> {
         self.store.set(key, &value).map_err(|e| kv_err("set", e))
+    }
+
+    async fn put_if(&self, _key: &str, _value: Bytes, _condition: &Precondition) -> Result<Option<String>> {
+        Err(Error::msg(ErrorCode::Unsupported, "Spin's key-value store has no compare-and-swap"))
     }
 
     async fn delete(&self, key: &str) -> Result<()> {

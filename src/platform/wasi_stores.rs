@@ -48,9 +48,13 @@ fn metadata_store(lookup: &impl Fn(&str) -> Option<String>, objects: Rc<dyn Obje
         #[cfg(feature = "spin-kv")]
         Some("spin-kv") => {
             let name = lookup("PIER_SPIN_KV_STORE").unwrap_or_else(|| "default".into());
-            Ok(Rc::new(super::spin_kv::SpinKvMetaStore::open(&name).map_err(|e| {
+            let kv: Rc<dyn MetaStore> = Rc::new(super::spin_kv::SpinKvMetaStore::open(&name).map_err(|e| {
                 unavailable(format!("configuration setting PIER_SPIN_KV_STORE: cannot open Spin key-value store {name:?} ({})", e.message))
-            })?))
+            })?);
+            // Upload sessions are settled by compare-and-swap, which Spin's key-value store lacks: they stay in the
+            // object store.
+            let sessions: Rc<dyn MetaStore> = Rc::new(ObjectMetaStore::new(objects, DEFAULT_PREFIX));
+            Ok(Rc::new(crate::storage::split::SplitMetaStore::new(&[crate::registry::keys::UPLOADS_PREFIX], sessions, kv)))
         }
         #[cfg(not(feature = "spin-kv"))]
         Some("spin-kv") => Err(unavailable(

@@ -1,6 +1,8 @@
 //! Blob reads and deletes. A blob is visible in a repository only through that repository's link, so knowing a
 //! digest is not enough to read another repository's layers. HEAD answers from the link alone (one small read);
-//! GET redirects to a presigned URL when the backend can make one, and otherwise streams, honouring one `Range`.
+//! GET redirects to a presigned URL when the backend can make one, and otherwise streams, honouring one `Range`. A
+//! range the presigned URL cannot honour (a suffix range `bytes=-N` on Azure Blob) is served here instead of
+//! redirected, resolved to absolute bytes from the blob's size.
 
 use super::{header, keys, Registry};
 use crate::api::{Body, Reply};
@@ -68,12 +70,16 @@ impl Registry {
         let key = link.data_key(&digest);
         let common = |r: Reply| r.header("docker-content-digest", digest.to_string()).header("accept-ranges", "bytes");
 
-        if !head && self.config.redirect {
+        let range = header(headers, "range").and_then(ByteRangeSpec::parse);
+        let redirect_serves_range = match range {
+            Some(ByteRangeSpec::Suffix(_)) => self.objects.presigned_suffix_ranges(),
+            _ => true,
+        };
+        if !head && self.config.redirect && redirect_serves_range {
             if let Some(url) = self.objects.presign_get(&key, self.config.redirect_expiry_secs) {
                 return Ok(common(Reply::empty(StatusCode::TEMPORARY_REDIRECT)).header("location", url));
             }
         }
-        let range = header(headers, "range").and_then(ByteRangeSpec::parse);
         let range = match range {
             None => None,
             Some(spec) => match spec.resolve(size) {

@@ -120,12 +120,25 @@ impl Registry {
             }
         }
 
-        let blob_checks = info.blobs.iter().map(|d| async move { Ok::<_, Error>((d, self.has_blob(name, d).await?)) });
-        let manifest_checks =
-            info.manifests.iter().map(|d| async move { Ok::<_, Error>((d, self.meta.get(&keys::manifest(name, d)).await?.is_some())) });
+        // Everything referenced must be in the repository, with the size the manifest declares for it: a wrong size
+        // would make clients fail (or trust the wrong length) on pull, so it is refused at push.
+        let blob_checks = info.blobs.iter().map(|r| async move { Ok::<_, Error>((r, self.blob_link(name, &r.digest).await?.map(|l| l.size))) });
+        let manifest_checks = info.manifests.iter().map(|r| async move {
+            Ok::<_, Error>((r, self.manifest_record(name, &r.digest).await?.map(|m| m.bytes.len() as u64)))
+        });
         let (blobs, manifests) = try_join(try_join_all(blob_checks), try_join_all(manifest_checks)).await?;
-        if let Some((missing, _)) = blobs.iter().chain(manifests.iter()).find(|(_, present)| !present) {
-            return Err(Error::new(ErrorCode::ManifestBlobUnknown).with_detail(missing.to_string()));
+        for (referenced, stored) in blobs.iter().chain(manifests.iter()) {
+            match stored {
+                None => return Err(Error::new(ErrorCode::ManifestBlobUnknown).with_detail(referenced.digest.to_string())),
+                Some(size) if *size != referenced.size => {
+                    return Err(Error::msg(ErrorCode::ManifestInvalid, "a descriptor's size does not match the stored content")
+                        .with_detail(format!(
+                            "{} ({}) declares size {}, the stored content has {size} bytes",
+                            referenced.field, referenced.digest, referenced.size
+                        )));
+                }
+                Some(_) => {}
+            }
         }
 
         let header_line = RecordHeader {

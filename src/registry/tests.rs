@@ -167,3 +167,200 @@ fn random_requests_never_cause_server_errors() {
     }
     assert!(sent > 2000, "only {sent} requests were well-formed enough to send");
 }
+
+/// A request body fed by the test: chunks sent on the returned sender arrive as the request streams; an `Err` tears
+/// the body (the client's connection dropped).
+fn channel_body() -> (futures::channel::mpsc::UnboundedSender<crate::error::Result<Bytes>>, Body) {
+    let (tx, rx) = futures::channel::mpsc::unbounded();
+    (tx, Body::Stream(Box::pin(rx)))
+}
+
+fn request(method: Method, uri: &str, body: Body, headers: &[(&'static str, String)]) -> Request {
+    let mut r = Request::new(body);
+    *r.method_mut() = method;
+    *r.uri_mut() = uri.parse().unwrap();
+    for (k, v) in headers {
+        r.headers_mut().insert(*k, v.parse().unwrap());
+    }
+    r
+}
+
+fn start(reg: &Registry, repo: &str) -> String {
+    let r = call(reg, Method::POST, &format!("/v2/{repo}/blobs/uploads/"), vec![]);
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    r.headers()["location"].to_str().unwrap().to_string()
+}
+
+fn patch_at(reg: &Registry, loc: &str, offset: usize, data: &[u8]) -> Response {
+    let range = format!("{offset}-{}", offset + data.len() - 1);
+    let headers = [("content-range", range), ("content-length", data.len().to_string())];
+    block_on(reg.handle(request(Method::PATCH, loc, Body::Full(Bytes::copy_from_slice(data)), &headers)))
+}
+
+/// One writer per session: a PATCH that arrives while another streams into the session (after that one has written a
+/// part) is refused with 416 and none of its bytes reach the upload; the holder's bytes are what the digest serves.
+#[test]
+fn a_patch_racing_a_streaming_patch_gets_416_and_changes_nothing() {
+    use futures::task::LocalSpawnExt;
+    let objects = Rc::new(MemoryObjectStore::new());
+    let (reg, _) = setup(objects, 100);
+    let reg = Rc::new(reg);
+    let loc = start(&reg, "race");
+    let a: Vec<u8> = (0..250u32).map(|i| i as u8).collect();
+    let b = vec![0xEEu8; 250];
+
+    let mut pool = futures::executor::LocalPool::new();
+    let (tx, body_a) = channel_body();
+    let result = Rc::new(std::cell::RefCell::new(None));
+    {
+        let (reg, loc, result) = (reg.clone(), loc.clone(), result.clone());
+        let req = request(Method::PATCH, &loc, body_a, &[("content-range", "0-249".into())]);
+        pool.spawner().spawn_local(async move { *result.borrow_mut() = Some(reg.handle(req).await.status()) }).unwrap();
+    }
+    tx.unbounded_send(Ok(Bytes::copy_from_slice(&a[..150]))).unwrap();
+    pool.run_until_stalled(); // A has claimed the session and written its first part
+
+    let r = patch_at(&reg, &loc, 0, &b);
+    assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(r.headers()["range"], "0-0");
+    // Also the torn variant: B's body breaks after a part's worth of bytes.
+    let (tx_b, body_b) = channel_body();
+    tx_b.unbounded_send(Ok(Bytes::copy_from_slice(&b[..150]))).unwrap();
+    tx_b.unbounded_send(Err(Error::msg(ErrorCode::BlobUploadInvalid, "connection reset"))).unwrap();
+    let r = block_on(reg.handle(request(Method::PATCH, &loc, body_b, &[])));
+    assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+
+    tx.unbounded_send(Ok(Bytes::copy_from_slice(&a[150..]))).unwrap();
+    drop(tx);
+    pool.run_until_stalled();
+    assert_eq!(*result.borrow(), Some(StatusCode::ACCEPTED));
+    let digest = Algorithm::Sha256.digest(&a);
+    assert_eq!(call(&reg, Method::PUT, &format!("{loc}?digest={digest}"), vec![]).status(), StatusCode::CREATED);
+    assert_eq!(body(call(&reg, Method::GET, &format!("/v2/race/blobs/{digest}"), vec![])), a);
+}
+
+/// Two PATCHes at one offset, interleaved so both load the session before either claims it: the compare-and-swap
+/// lets exactly one in.
+#[test]
+fn two_patches_at_one_offset_exactly_one_wins() {
+    let objects = Rc::new(MemoryObjectStore::new());
+    let (reg, _) = setup(objects, 100);
+    let loc = start(&reg, "race2");
+    let a = vec![1u8; 120];
+    let b = vec![2u8; 120];
+    let req = |data: &[u8]| {
+        request(Method::PATCH, &loc, Body::Full(Bytes::copy_from_slice(data)), &[("content-range", "0-119".into())])
+    };
+    let (ra, rb) = block_on(futures::future::join(reg.handle(req(&a)), reg.handle(req(&b))));
+    let mut statuses = [ra.status().as_u16(), rb.status().as_u16()];
+    statuses.sort();
+    assert_eq!(statuses, [202, 416]);
+    let winner = if ra.status() == StatusCode::ACCEPTED { &a } else { &b };
+    let digest = Algorithm::Sha256.digest(winner);
+    assert_eq!(call(&reg, Method::PUT, &format!("{loc}?digest={digest}"), vec![]).status(), StatusCode::CREATED);
+    assert_eq!(&body(call(&reg, Method::GET, &format!("/v2/race2/blobs/{digest}"), vec![])), winner);
+}
+
+/// A PATCH whose body breaks off commits nothing and gives its claim back: the retry from the same offset works at
+/// once, and the bytes the torn request wrote as parts never reach the blob.
+#[test]
+fn a_torn_patch_leaves_the_session_at_its_last_offset_and_unclaimed() {
+    let objects = Rc::new(MemoryObjectStore::new());
+    let (reg, _) = setup(objects, 100);
+    let loc = start(&reg, "torn");
+    let good: Vec<u8> = (0..300u32).map(|i| (i * 3) as u8).collect();
+    assert_eq!(patch_at(&reg, &loc, 0, &good[..50]).status(), StatusCode::ACCEPTED);
+    let (tx, body_t) = channel_body();
+    tx.unbounded_send(Ok(Bytes::from(vec![0xAB; 180]))).unwrap();
+    tx.unbounded_send(Err(Error::msg(ErrorCode::BlobUploadInvalid, "connection reset"))).unwrap();
+    let r = block_on(reg.handle(request(Method::PATCH, &loc, body_t, &[("content-range", "50-299".into())])));
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let status = call(&reg, Method::GET, &loc, vec![]);
+    assert_eq!(status.headers()["range"], "0-49");
+    assert_eq!(patch_at(&reg, &loc, 50, &good[50..]).status(), StatusCode::ACCEPTED);
+    let digest = Algorithm::Sha256.digest(&good);
+    assert_eq!(call(&reg, Method::PUT, &format!("{loc}?digest={digest}"), vec![]).status(), StatusCode::CREATED);
+    assert_eq!(body(call(&reg, Method::GET, &format!("/v2/torn/blobs/{digest}"), vec![])), good);
+}
+
+/// A holder whose lease ran out (it stalled) while another request claimed and committed can neither renew nor
+/// commit: it gets 416, and the digest serves the new holder's bytes.
+#[test]
+fn a_stale_holder_cannot_commit_after_its_lease_expired() {
+    use futures::task::LocalSpawnExt;
+    let objects = Rc::new(MemoryObjectStore::new());
+    let (reg, env) = setup(objects, 100);
+    let reg = Rc::new(reg);
+    let loc = start(&reg, "stale");
+    let mut pool = futures::executor::LocalPool::new();
+    let (tx, body_a) = channel_body();
+    let result = Rc::new(std::cell::RefCell::new(None));
+    {
+        let (reg, result) = (reg.clone(), result.clone());
+        let req = request(Method::PATCH, &loc, body_a, &[]);
+        pool.spawner().spawn_local(async move { *result.borrow_mut() = Some(reg.handle(req).await.status()) }).unwrap();
+    }
+    tx.unbounded_send(Ok(Bytes::from(vec![7u8; 130]))).unwrap();
+    pool.run_until_stalled();
+    env.now.set(env.now.get() + super::uploads::CLAIM_LEASE_SECS + 1);
+    let b: Vec<u8> = (0..230u32).map(|i| (i ^ 0x5a) as u8).collect();
+    assert_eq!(patch_at(&reg, &loc, 0, &b).status(), StatusCode::ACCEPTED);
+    tx.unbounded_send(Ok(Bytes::from(vec![7u8; 100]))).unwrap();
+    drop(tx);
+    pool.run_until_stalled();
+    assert_eq!(*result.borrow(), Some(StatusCode::RANGE_NOT_SATISFIABLE));
+    let digest = Algorithm::Sha256.digest(&b);
+    assert_eq!(call(&reg, Method::PUT, &format!("{loc}?digest={digest}"), vec![]).status(), StatusCode::CREATED);
+    assert_eq!(body(call(&reg, Method::GET, &format!("/v2/stale/blobs/{digest}"), vec![])), b);
+}
+
+/// The multipart upload id is saved in the session before its first part is written, so a request that dies after
+/// writing a part leaves an upload the expired-session purge aborts.
+#[test]
+fn the_multipart_upload_is_recorded_before_its_first_part() {
+    use futures::task::LocalSpawnExt;
+    let objects = Rc::new(MemoryObjectStore::new());
+    let (reg, _) = setup(objects, 100);
+    let reg = Rc::new(reg);
+    let loc = start(&reg, "orphan");
+    let mut pool = futures::executor::LocalPool::new();
+    let (tx, body_a) = channel_body();
+    {
+        let reg = reg.clone();
+        let req = request(Method::PATCH, &loc, body_a, &[]);
+        pool.spawner().spawn_local(async move { drop(reg.handle(req).await) }).unwrap();
+    }
+    tx.unbounded_send(Ok(Bytes::from(vec![7u8; 150]))).unwrap();
+    pool.run_until_stalled();
+    let id = loc.rsplit('/').next().unwrap();
+    let raw = block_on(reg.meta.get(&keys::upload(id))).unwrap().unwrap();
+    let session: crate::upload::UploadSession = serde_json::from_slice(&raw).unwrap();
+    assert!(session.multipart_id.is_some(), "{session:?}");
+    assert!(session.claim.is_some());
+}
+
+#[test]
+fn manifest_descriptor_sizes_must_match_the_stored_blobs() {
+    let objects = Rc::new(MemoryObjectStore::new());
+    let (reg, _) = setup(objects, 100);
+    let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
+    let layer = vec![3u8; 77];
+    let cfg = chunked_push(&reg, "m", &config, 1000);
+    let lay = chunked_push(&reg, "m", &layer, 1000);
+    let manifest = |layer_size: usize| {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cfg}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{lay}","size":{layer_size}}}]}}"#,
+            config.len()
+        )
+    };
+    let put = |m: String| {
+        let headers = [("content-type", "application/vnd.oci.image.manifest.v1+json".to_string())];
+        block_on(reg.handle(request(Method::PUT, "/v2/m/manifests/v1", Body::Full(Bytes::from(m)), &headers)))
+    };
+    let r = put(manifest(78));
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let err: serde_json::Value = serde_json::from_slice(&body(r)).unwrap();
+    assert_eq!(err["errors"][0]["code"], "MANIFEST_INVALID");
+    assert!(err["errors"][0]["detail"].as_str().unwrap().contains("layers[0]"), "{err}");
+    assert_eq!(put(manifest(77)).status(), StatusCode::CREATED);
+}

@@ -4,12 +4,48 @@
 //! Bytes stream through: each chunk is hashed once into the session's resumable SHA-256 and appended to a buffer that
 //! is written out as a multipart part whenever it reaches the session's part size, so memory stays at one part per
 //! request whatever the blob's size. What is left at the end of a request (shorter than a part) is written as the
-//! session's tail object and read back at the start of the next. The session is saved only after a request's bytes
-//! are all written, so a request that fails half-way leaves the session at its last good offset and the client can
-//! retry from there (rewritten parts reuse their numbers and replace the failed attempt's).
+//! session's tail object and read back at the start of the next.
 //!
-//! The final PUT verifies the digest from the saved hash state, completes the multipart upload into a staging key and
-//! moves it to the blob's content address; nothing reaches a digest's key before it is verified.
+//! ## One writer per session
+//! A PATCH, and a PUT that finishes a session, first *claims* the session: it writes the session back with a claim (a
+//! random token, a lease) by compare-and-swap on the version it read ([`crate::storage::MetaStore::put_if`]). Of two requests that
+//! read the same version only one write succeeds; the other answers 416 with the session's current `Range`, before it
+//! has written a byte anywhere. While the claim is live every other writer gets 416 too. The holder renews the lease
+//! (another compare-and-swap) while it streams, and saves the multipart upload id into the session *before* it writes
+//! the first part, so the expired-session purge can always abort it. At the end the holder commits — the new offset,
+//! hash state, parts and tail, with the claim removed — by compare-and-swap on its own last version; a holder that
+//! lost its claim (its lease ran out and someone else claimed) cannot commit. A request that fails releases its claim
+//! (only if the stored claim is still its own token), so the client's retry can claim at once; a holder that crashed
+//! leaves a claim that simply expires (`CLAIM_LEASE_SECS`).
+//!
+//! The interleavings, and why each is safe:
+//! - *Two PATCHes at one offset*: both read version v; one claim write wins, the loser answers 416 and wrote nothing.
+//! - *A PATCH arriving while another streams*: it sees a live claim and answers 416 without writing.
+//! - *A torn PATCH* (its connection drops after it wrote parts): nothing is committed, so the session still records
+//!   only earlier parts; the parts it wrote are unrecorded. The next writer writes the same part numbers again: S3 and
+//!   R2 replace the part and completion checks the recorded etags; Azure block ids carry a nonce, so the torn
+//!   request's blocks are never named in the block list; the filesystem and memory keep one object per write, named by
+//!   its etag. So the committed parts are exactly the bytes the committed hash covers.
+//! - *A stale holder* (its lease expired mid-request while another request claimed): its renewal and its commit are
+//!   compare-and-swaps on a version that no longer exists, so both fail and it stops. A part it was uploading at that
+//!   moment can land over a part the new holder recorded; the etag check at completion then fails with
+//!   `BLOB_UPLOAD_INVALID` (a 400, and the session is dropped) rather than assembling other bytes. (s3s-fs, the S3
+//!   emulator used in tests, does not check part etags at completion; S3, R2 and MinIO do.) Renewing whenever less than
+//!   three quarters of the lease is left keeps this to a part upload stalled for over 45 s.
+//! - *An empty PATCH racing a data PATCH*: with `Content-Length: 0` it writes nothing and reports the current offset;
+//!   otherwise it claims like any other writer. Tails have a fresh key per write and the old tail is deleted only
+//!   after a commit that replaced it, so no committed session ever points at a deleted tail.
+//! - *Two final PUTs*: one claims and finishes; the other gets 416, or 404 once the session is gone.
+//! - *A DELETE of the session while a request writes*: the writer's commit finds no session and answers 404.
+//!
+//! ## A digest's record points at verified bytes only
+//! The final PUT verifies the digest from the saved hash state (SHA-512 by reading the assembled object back), and
+//! only then moves the bytes to the blob's content address (or, on stores that cannot rename, keeps them at the
+//! session's staging key, which nothing writes again once the session is gone) and writes the global record
+//! `_blobs/<digest>`. The record is written after the bytes it names are verified and durable, and the objects it can
+//! name are never rewritten with other bytes: content addresses only ever receive verified bytes of that digest, and a
+//! staging key belongs to one session whose single multipart upload completes once. So when a later upload of the same
+//! digest finds the record and links to it instead of keeping its own copy, it links to verified bytes.
 
 use super::blobs::BlobLink;
 use super::{header, keys, Query, Registry};
@@ -18,27 +54,59 @@ use crate::auth::{Access, Actions};
 use crate::error::{Error, ErrorCode, Result};
 use crate::spec::range::{upload_range_header, ChunkRange};
 use crate::spec::{Algorithm, Digest, RepositoryName};
+use crate::storage::Precondition;
 use crate::upload::session::{new_id, valid_id};
-use crate::upload::{PartRecord, UploadSession};
+use crate::upload::{Claim, PartRecord, UploadSession};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use http::{HeaderMap, StatusCode};
 use sha2::{Digest as _, Sha512};
 
-/// An upload session with the bytes of the current request flowing into it.
+/// How long a claim keeps other writers out without being renewed.
+pub const CLAIM_LEASE_SECS: u64 = 60;
+/// The holder renews its claim when less than this much of the lease is left.
+const RENEW_BELOW_SECS: u64 = CLAIM_LEASE_SECS * 3 / 4;
+
+fn encode_session(session: &UploadSession) -> Result<Bytes> {
+    serde_json::to_vec(session).map(Bytes::from).map_err(|e| Error::storage(e.to_string()))
+}
+
+fn decode_session(raw: &[u8]) -> Result<UploadSession> {
+    serde_json::from_slice(raw).map_err(|e| Error::storage(format!("corrupt upload session: {e}")))
+}
+
+/// The answer to a request that may not write into the session now: 416 with where the session stands.
+fn busy(name: &RepositoryName, session: &UploadSession) -> Error {
+    Error::msg(ErrorCode::RangeInvalid, "another request is writing to this upload session")
+        .with_detail(format!("the upload is at offset {}; retry from there once the other request is done", session.offset))
+        .with_header("location", format!("/v2/{name}/blobs/uploads/{}", session.id))
+        .with_header("range", upload_range_header(session.offset))
+        .with_header("docker-upload-uuid", session.id.clone())
+}
+
+/// An upload session held by the current request, with the bytes of the request flowing into it.
 struct Writer<'r> {
     reg: &'r Registry,
+    name: RepositoryName,
+    /// The session as stored: the last committed state, with this request's claim.
+    stored: UploadSession,
+    /// The store's version of `stored`; `None` while a single-shot upload has not needed to save its session.
+    version: Option<String>,
+    /// This request's claim token.
+    token: String,
+    /// The state with this request's bytes so far (offset, hash, parts).
     session: UploadSession,
     /// Bytes not yet written as a part: the previous tail, then this request's bytes.
     buf: BytesMut,
-    /// The tail key the saved session points at, to be replaced.
+    /// The tail key the stored session points at, to be replaced.
     old_tail: Option<String>,
     /// Whether no byte has arrived since the session was loaded (the saved tail is still the tail).
     unchanged_tail: bool,
 }
 
 impl<'r> Writer<'r> {
-    async fn open(reg: &'r Registry, session: UploadSession) -> Result<Self> {
+    /// A writer for `session`, which this request holds (stored at `version`, or not stored yet).
+    async fn open(reg: &'r Registry, name: &RepositoryName, session: UploadSession, version: Option<String>, token: String) -> Result<Self> {
         let mut buf = BytesMut::new();
         if let Some(key) = &session.tail_key {
             let read = reg.objects.get(key, None).await?.ok_or_else(|| Error::storage("upload tail missing"))?;
@@ -51,7 +119,40 @@ impl<'r> Writer<'r> {
             }
         }
         let old_tail = session.tail_key.clone();
-        Ok(Writer { reg, session, buf, old_tail, unchanged_tail: true })
+        Ok(Writer { reg, name: name.clone(), stored: session.clone(), version, token, session, buf, old_tail, unchanged_tail: true })
+    }
+
+    fn key(&self) -> String {
+        keys::upload(&self.session.id)
+    }
+
+    /// Save the stored state (with the multipart id, a renewed lease) by compare-and-swap on our last version.
+    async fn checkpoint(&mut self) -> Result<()> {
+        let now = self.reg.env.now_unix();
+        self.stored.multipart_id = self.session.multipart_id.clone();
+        self.stored.claim = Some(Claim { token: self.token.clone(), until: now + CLAIM_LEASE_SECS });
+        self.stored.updated_at = now;
+        let condition = match &self.version {
+            Some(v) => Precondition::Version(v.clone()),
+            None => Precondition::Absent,
+        };
+        match self.reg.meta.put_if(&self.key(), encode_session(&self.stored)?, &condition).await? {
+            Some(v) => {
+                self.version = Some(v);
+                Ok(())
+            }
+            None => Err(self.reg.lost_claim(&self.name, &self.session.id).await),
+        }
+    }
+
+    /// Renew the lease when it is running low (only a session that is stored has one).
+    async fn renew_if_due(&mut self) -> Result<()> {
+        let now = self.reg.env.now_unix();
+        let due = self.stored.claim.as_ref().is_some_and(|c| c.until.saturating_sub(now) < RENEW_BELOW_SECS);
+        if self.version.is_some() && due {
+            self.checkpoint().await?;
+        }
+        Ok(())
     }
 
     /// Stream `body` in. When `expected` is given, exactly that many bytes must arrive.
@@ -63,6 +164,7 @@ impl<'r> Writer<'r> {
             if expected.is_some_and(|n| received > n) {
                 return Err(Error::msg(ErrorCode::SizeInvalid, "more bytes than Content-Range or Content-Length announced"));
             }
+            self.renew_if_due().await?;
             self.unchanged_tail = false;
             self.session.sha256.update(&chunk);
             self.session.offset += chunk.len() as u64;
@@ -89,9 +191,16 @@ impl<'r> Writer<'r> {
             None => {
                 let id = self.reg.objects.create_multipart(&key).await?;
                 self.session.multipart_id = Some(id.clone());
+                // Recorded before any part exists, so the purge of an abandoned session can abort the upload.
+                if let Err(e) = self.checkpoint().await {
+                    let _ = self.reg.objects.abort_multipart(&key, &id).await;
+                    self.session.multipart_id = None;
+                    return Err(e);
+                }
                 id
             }
         };
+        self.renew_if_due().await?;
         let number = self.session.parts.len() as u32 + 1;
         let size = data.len() as u64;
         let etag = self.reg.objects.upload_part(&key, &upload_id, number, data).await?;
@@ -99,8 +208,8 @@ impl<'r> Writer<'r> {
         Ok(())
     }
 
-    /// Persist the tail and the session.
-    async fn save(mut self, now: u64) -> Result<UploadSession> {
+    /// Persist the tail and commit the session (claim released) by compare-and-swap on our last version.
+    async fn commit(mut self, now: u64) -> Result<UploadSession> {
         let tail_len = self.buf.len() as u64;
         let unchanged = tail_len > 0 && tail_len == self.session.tail_len && self.old_tail.is_some() && self.unchanged_tail;
         let new_tail = if unchanged {
@@ -109,15 +218,22 @@ impl<'r> Writer<'r> {
             let nonce = crate::spec::digest::to_hex(&self.reg.env.random_bytes()[..6]);
             (tail_len > 0).then(|| self.session.tail_key_at(self.session.offset - tail_len, tail_len, &nonce))
         };
-        if new_tail.is_some() && new_tail != self.old_tail {
-            if let Some(key) = &new_tail {
-                self.reg.objects.put(key, self.buf.split().freeze()).await?;
-            }
+        let written_tail = new_tail.clone().filter(|k| Some(k) != self.old_tail.as_ref());
+        if let Some(key) = &written_tail {
+            self.reg.objects.put(key, self.buf.split().freeze()).await?;
         }
         self.session.tail_key = new_tail;
         self.session.tail_len = tail_len;
         self.session.updated_at = now;
-        self.reg.save_session(&self.session).await?;
+        self.session.claim = None;
+        let version = self.version.clone().ok_or_else(|| Error::storage("commit of an upload session that was never saved"))?;
+        let committed = self.reg.meta.put_if(&self.key(), encode_session(&self.session)?, &Precondition::Version(version)).await?;
+        if committed.is_none() {
+            if let Some(key) = &written_tail {
+                let _ = self.reg.objects.delete(key).await;
+            }
+            return Err(self.reg.lost_claim(&self.name, &self.session.id).await);
+        }
         if let Some(old) = &self.old_tail {
             if Some(old) != self.session.tail_key.as_ref() {
                 let _ = self.reg.objects.delete(old).await;
@@ -126,8 +242,15 @@ impl<'r> Writer<'r> {
         Ok(self.session)
     }
 
+    /// Give the claim up after a failure, so the client's retry can claim at once (see [`Registry::release_claim`]).
+    async fn release(&self) {
+        if self.version.is_some() {
+            self.reg.release_claim(&self.session.id, &self.token).await;
+        }
+    }
+
     /// Verify the bytes against `digest` and move them to the blob's address. On a digest mismatch the session
-    /// is saved (when `keep_on_mismatch`) so the client can retry the PUT with the right digest.
+    /// is committed (when `keep_on_mismatch`) so the client can retry the PUT with the right digest.
     async fn finish(mut self, name: &RepositoryName, digest: &Digest, keep_on_mismatch: bool, now: u64) -> Result<()> {
         let reg = self.reg;
         let mismatch = |actual: String| {
@@ -137,13 +260,14 @@ impl<'r> Writer<'r> {
             let actual = Digest::from_bytes(Algorithm::Sha256, &self.session.sha256.finalize());
             if &actual != digest {
                 if keep_on_mismatch {
-                    self.save(now).await?;
+                    self.commit(now).await?;
                 } else {
                     reg.discard(&self.session).await;
                 }
                 return Err(mismatch(actual.to_string()));
             }
         }
+        self.renew_if_due().await?;
         let size = self.session.offset;
         // The global record says whether these bytes are already stored (another repository, an earlier push):
         // then this upload's copy is dropped and the repository links to the stored one.
@@ -172,8 +296,13 @@ impl<'r> Writer<'r> {
             }
             let staging = self.session.staging_key();
             let upload_id = self.session.multipart_id.clone().unwrap_or_default();
-            reg.objects.complete_multipart(&staging, &upload_id, &self.session.parts).await?;
-            self.session.multipart_id = None;
+            if let Err(e) = reg.objects.complete_multipart(&staging, &upload_id, &self.session.parts).await {
+                if e.code == ErrorCode::BlobUploadInvalid {
+                    // The stored parts are not the ones this session hashed: nothing can be completed from them.
+                    reg.discard(&self.session).await;
+                }
+                return Err(e);
+            }
             if digest.algorithm() == Algorithm::Sha512 {
                 // The session hashes SHA-256 only (one hash per byte keeps CPU per request low); the rare SHA-512
                 // upload is verified by reading the staged bytes back before they get a digest's key.
@@ -200,6 +329,7 @@ impl<'r> Writer<'r> {
             reg.put_blob_record(digest, &link).await?;
         }
         reg.link_blob(name, digest, &link).await?;
+        self.session.multipart_id = None;
         reg.discard(&self.session).await;
         Ok(())
     }
@@ -247,19 +377,15 @@ fn announced_length(headers: &HeaderMap, name: &RepositoryName, session: &Upload
 }
 
 impl Registry {
-    async fn save_session(&self, session: &UploadSession) -> Result<()> {
-        let v = serde_json::to_vec(session).map_err(|e| Error::storage(e.to_string()))?;
-        self.meta.put(&keys::upload(&session.id), Bytes::from(v)).await
-    }
-
-    /// The live session `id` of `name`, or `BLOB_UPLOAD_UNKNOWN`. Expired sessions are cleaned up on sight.
-    async fn load_session(&self, name: &RepositoryName, id: &str) -> Result<UploadSession> {
+    /// The live session `id` of `name` with its stored version, or `BLOB_UPLOAD_UNKNOWN`. Expired sessions are
+    /// cleaned up on sight.
+    async fn load_session(&self, name: &RepositoryName, id: &str) -> Result<(UploadSession, String)> {
         let unknown = || Error::new(ErrorCode::BlobUploadUnknown).with_detail(id.chars().take(64).collect::<String>());
         if !valid_id(id) {
             return Err(unknown());
         }
-        let raw = self.meta.get(&keys::upload(id)).await?.ok_or_else(unknown)?;
-        let session: UploadSession = serde_json::from_slice(&raw).map_err(|e| Error::storage(format!("corrupt upload session: {e}")))?;
+        let stored = self.meta.get_versioned(&keys::upload(id)).await?.ok_or_else(unknown)?;
+        let session = decode_session(&stored.value)?;
         if session.repository != name.as_str() {
             return Err(unknown());
         }
@@ -267,7 +393,46 @@ impl Registry {
             self.discard(&session).await;
             return Err(unknown());
         }
-        Ok(session)
+        Ok((session, stored.version))
+    }
+
+    /// Why a holder's compare-and-swap failed: the session is gone (404), or another request holds it now (416).
+    async fn lost_claim(&self, name: &RepositoryName, id: &str) -> Error {
+        match self.meta.get(&keys::upload(id)).await {
+            Ok(Some(raw)) => match decode_session(&raw) {
+                Ok(session) => busy(name, &session),
+                Err(e) => e,
+            },
+            Ok(None) => Error::new(ErrorCode::BlobUploadUnknown).with_detail(id.to_string()),
+            Err(e) => e,
+        }
+    }
+
+    /// Claim session `id` of `name` for this request (see the module docs) and open it for writing. Also returns the
+    /// length the request announces, checked against the session's offset.
+    async fn claim(&self, name: &RepositoryName, id: &str, headers: &HeaderMap) -> Result<(Writer<'_>, Option<u64>)> {
+        let (session, version) = self.load_session(name, id).await?;
+        let expected = announced_length(headers, name, &session)?;
+        let now = self.env.now_unix();
+        if session.is_claimed(now) {
+            return Err(busy(name, &session));
+        }
+        let token = crate::spec::digest::to_hex(&self.env.random_bytes());
+        let mut claimed = session;
+        claimed.claim = Some(Claim { token: token.clone(), until: now + CLAIM_LEASE_SECS });
+        claimed.updated_at = now;
+        let key = keys::upload(id);
+        let Some(version) = self.meta.put_if(&key, encode_session(&claimed)?, &Precondition::Version(version)).await? else {
+            return Err(self.lost_claim(name, id).await);
+        };
+        let claimed_token = token.clone();
+        match Writer::open(self, name, claimed, Some(version), token).await {
+            Ok(writer) => Ok((writer, expected)),
+            Err(e) => {
+                self.release_claim(id, &claimed_token).await;
+                Err(e)
+            }
+        }
     }
 
     /// Remove a session and everything it wrote (best effort: leftovers are unreachable and harmless).
@@ -309,48 +474,92 @@ impl Registry {
                 }
             }
         } else if let Some(d) = query.get("digest") {
+            // Single-shot: the session is saved only if the body needs a multipart upload (see Writer::write_part).
             let digest = Digest::parse(d)?;
-            let session = self.new_session(name);
+            let mut session = self.new_session(name);
             let expected = announced_length(headers, name, &session)?;
-            let mut writer = Writer::open(self, session.clone()).await?;
+            let token = crate::spec::digest::to_hex(&self.env.random_bytes());
+            session.claim = Some(Claim { token: token.clone(), until: self.env.now_unix() + CLAIM_LEASE_SECS });
+            let mut writer = Writer::open(self, name, session, None, token).await?;
             if let Err(e) = writer.write(body, expected).await {
                 self.discard(&writer.session).await;
                 return Err(e);
             }
-            writer.finish(name, &digest, false, self.env.now_unix()).await?;
+            let session = writer.session.clone();
+            if let Err(e) = writer.finish(name, &digest, false, self.env.now_unix()).await {
+                self.discard(&session).await;
+                return Err(e);
+            }
             return Ok(blob_created(name, &digest));
         }
         let session = self.new_session(name);
-        self.save_session(&session).await?;
+        let created = self.meta.put_if(&keys::upload(&session.id), encode_session(&session)?, &Precondition::Absent).await?;
+        if created.is_none() {
+            return Err(Error::storage("a new upload session id is already in use"));
+        }
         Ok(session_reply(StatusCode::ACCEPTED, name, &session))
     }
 
     pub(super) async fn upload_status(&self, name: &RepositoryName, id: &str) -> Result<Reply> {
-        let session = self.load_session(name, id).await?;
+        let (session, _) = self.load_session(name, id).await?;
         Ok(session_reply(StatusCode::NO_CONTENT, name, &session))
     }
 
     pub(super) async fn patch_upload(&self, name: &RepositoryName, id: &str, headers: &HeaderMap, body: Body) -> Result<Reply> {
-        let session = self.load_session(name, id).await?;
-        let expected = announced_length(headers, name, &session)?;
-        let mut writer = Writer::open(self, session).await?;
-        writer.write(body, expected).await?;
-        let session = writer.save(self.env.now_unix()).await?;
-        Ok(session_reply(StatusCode::ACCEPTED, name, &session))
+        if header(headers, "content-length").is_some_and(|v| v.trim() == "0") {
+            // An empty chunk changes nothing: answer where the session stands without claiming it.
+            let (session, _) = self.load_session(name, id).await?;
+            announced_length(headers, name, &session)?;
+            return Ok(session_reply(StatusCode::ACCEPTED, name, &session));
+        }
+        let (mut writer, expected) = self.claim(name, id, headers).await?;
+        if let Err(e) = writer.write(body, expected).await {
+            writer.release().await;
+            return Err(e);
+        }
+        let token = writer.token.clone();
+        match writer.commit(self.env.now_unix()).await {
+            Ok(session) => Ok(session_reply(StatusCode::ACCEPTED, name, &session)),
+            Err(e) => {
+                self.release_claim(id, &token).await;
+                Err(e)
+            }
+        }
     }
 
     pub(super) async fn finish_upload(&self, name: &RepositoryName, id: &str, query: &Query, headers: &HeaderMap, body: Body) -> Result<Reply> {
-        let session = self.load_session(name, id).await?;
         let digest = Digest::parse(query.get("digest").ok_or_else(|| Error::msg(ErrorCode::DigestInvalid, "digest query parameter missing"))?)?;
-        let expected = announced_length(headers, name, &session)?;
-        let mut writer = Writer::open(self, session).await?;
-        writer.write(body, expected).await?;
-        writer.finish(name, &digest, true, self.env.now_unix()).await?;
+        let (mut writer, expected) = self.claim(name, id, headers).await?;
+        if let Err(e) = writer.write(body, expected).await {
+            writer.release().await;
+            return Err(e);
+        }
+        let token = writer.token.clone();
+        if let Err(e) = writer.finish(name, &digest, true, self.env.now_unix()).await {
+            self.release_claim(id, &token).await;
+            return Err(e);
+        }
         Ok(blob_created(name, &digest))
     }
 
+    /// Remove claim `token` from session `id` if the stored claim is still that one. Reads the session back rather
+    /// than trusting the holder's last version: a write whose outcome is unknown (an error after the store committed
+    /// it) may have changed it. Everything but the claim stays as stored. Best effort: a claim left behind expires.
+    async fn release_claim(&self, id: &str, token: &str) {
+        let key = keys::upload(id);
+        let Ok(Some(current)) = self.meta.get_versioned(&key).await else { return };
+        let Ok(mut stored) = decode_session(&current.value) else { return };
+        if stored.claim.as_ref().map(|c| c.token.as_str()) != Some(token) {
+            return;
+        }
+        stored.claim = None;
+        if let Ok(raw) = encode_session(&stored) {
+            let _ = self.meta.put_if(&key, raw, &Precondition::Version(current.version)).await;
+        }
+    }
+
     pub(super) async fn cancel_upload(&self, name: &RepositoryName, id: &str) -> Result<Reply> {
-        let session = self.load_session(name, id).await?;
+        let (session, _) = self.load_session(name, id).await?;
         self.discard(&session).await;
         Ok(Reply::empty(StatusCode::NO_CONTENT))
     }

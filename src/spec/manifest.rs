@@ -26,6 +26,15 @@ pub struct Descriptor {
     pub urls: Option<Vec<String>>,
 }
 
+/// Content a manifest refers to: its digest, the size the manifest declares for it, and where it was declared.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Referenced {
+    pub digest: Digest,
+    pub size: u64,
+    /// The descriptor's place in the manifest (`config`, `layers[2]`, `manifests[0]`), for error details.
+    pub field: String,
+}
+
 /// What the registry needs to know of a manifest.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ManifestInfo {
@@ -34,9 +43,9 @@ pub struct ManifestInfo {
     /// `artifactType`, or for an image manifest without one, its config's media type (the referrers API's rule).
     pub artifact_type: Option<String>,
     /// Blobs that must exist in the repository (config and layers; foreign layers with `urls` are exempt).
-    pub blobs: Vec<Digest>,
+    pub blobs: Vec<Referenced>,
     /// Manifests that must exist in the repository (an index's children).
-    pub manifests: Vec<Digest>,
+    pub manifests: Vec<Referenced>,
     /// The manifest this one refers to, which need not exist.
     pub subject: Option<Descriptor>,
     /// Top-level annotations, copied into referrers descriptors.
@@ -109,23 +118,26 @@ pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<ManifestInfo> {
     if known_index || (!known_image && obj.contains_key("manifests")) {
         let list = obj.get("manifests").and_then(Value::as_array).ok_or_else(|| invalid("index needs a manifests array"))?;
         for (i, m) in list.iter().enumerate() {
-            info.manifests.push(descriptor(m, &format!("manifests[{i}]"))?.digest);
+            let field = format!("manifests[{i}]");
+            let d = descriptor(m, &field)?;
+            info.manifests.push(Referenced { digest: d.digest, size: d.size, field });
         }
     } else if known_image || obj.contains_key("config") {
         let config = descriptor(obj.get("config").ok_or_else(|| invalid("image manifest needs a config"))?, "config")?;
         if artifact_type.is_none() && media_type == media_types::OCI_MANIFEST {
             artifact_type = Some(config.media_type.clone());
         }
-        info.blobs.push(config.digest);
+        info.blobs.push(Referenced { digest: config.digest, size: config.size, field: "config".into() });
         let layers = match obj.get("layers") {
             None | Some(Value::Null) if media_type != media_types::DOCKER_MANIFEST => Vec::new(),
             Some(Value::Array(a)) => a.clone(),
             _ => return Err(invalid("layers must be an array")),
         };
         for (i, l) in layers.iter().enumerate() {
-            let d = descriptor(l, &format!("layers[{i}]"))?;
+            let field = format!("layers[{i}]");
+            let d = descriptor(l, &field)?;
             if d.urls.as_ref().is_none_or(|u| u.is_empty()) {
-                info.blobs.push(d.digest);
+                info.blobs.push(Referenced { digest: d.digest, size: d.size, field });
             }
         }
     } else {

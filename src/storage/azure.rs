@@ -1,10 +1,16 @@
 //! Blobs in an Azure Blob Storage container (any realm: `core.windows.net`, `core.chinacloudapi.cn`, …, or
 //! Azurite's path-style endpoint) over the platform's [`HttpClient`], signed with SharedKey ([`crate::sign::azure`]).
 //!
-//! Multipart uploads are block blobs: each part is a Put Block whose id is the base64 of the part number written with
-//! a fixed width (Azure wants every block id of a blob to have the same length), and completing is a Put Block List.
-//! The upload id is synthetic: the registry gives every upload its own key, so the blob name alone identifies the
-//! blocks. Aborting does nothing: Azure discards uncommitted blocks after seven days.
+//! Multipart uploads are block blobs: each part is a Put Block and completing is a Put Block List of the block ids the
+//! upload session recorded. A block id is the base64 of the part number and a random nonce, written with a fixed
+//! width (Azure wants every block id of a blob to have the same length): each write of a part stages a block of its
+//! own, so a racing or torn request re-writing part 1 stages a different block and can never change the bytes behind
+//! the id the session recorded (with ids from the part number alone, Put Block List committed whatever was staged
+//! last under that number). The upload id is synthetic: the registry gives every upload its own key, so the blob
+//! name alone identifies the blocks. Aborting does nothing: Azure discards uncommitted blocks after seven days.
+//!
+//! Conditional writes are Put Blob with `If-None-Match: *` or `If-Match: <etag>`. Presigned (SAS) URLs do not serve
+//! suffix ranges (`bytes=-N`), so the registry serves those itself.
 //!
 //! The container is created on first write if it does not exist (Azurite starts empty; a real account may too), so
 //! no separate set-up step is needed. Renames are a Copy Blob from a short-lived read SAS of the source, then a
@@ -12,7 +18,7 @@
 
 use super::http::{read_body, HttpClient, HttpRequest, HttpResponse};
 use super::s3::{object_size, Clock};
-use super::{ObjectRead, ObjectStore};
+use super::{ObjectRead, ObjectStore, Precondition};
 use crate::error::{Error, Result};
 use crate::sign::azure::{BlobEndpoint, SharedKeyCredential, DEFAULT_API_VERSION};
 use crate::sign::Timestamp;
@@ -58,16 +64,17 @@ impl fmt::Debug for AzureObjectStore {
     }
 }
 
-/// The block id of part `number`: base64 of a 10-digit decimal, so every id of a blob has the same length.
-pub fn block_id(number: u32) -> String {
-    B64.encode(format!("{number:010}"))
+/// The block id of one write of part `number`: base64 of a 10-digit decimal and a 16-hex-digit nonce, so every id of
+/// a blob has the same length and no two writes share one.
+pub fn block_id(number: u32, nonce: u64) -> String {
+    B64.encode(format!("{number:010}-{nonce:016x}"))
 }
 
-/// The Put Block List document committing `parts` in order.
+/// The Put Block List document committing `parts` in order: the recorded block ids (a part's etag is its block id).
 pub fn block_list_body(parts: &[PartRecord]) -> String {
     let mut s = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList>");
     for p in parts {
-        s.push_str(&format!("<Latest>{}</Latest>", block_id(p.number)));
+        s.push_str(&format!("<Latest>{}</Latest>", xml::escape(&p.etag)));
     }
     s.push_str("</BlockList>");
     s
@@ -222,7 +229,26 @@ impl ObjectStore for AzureObjectStore {
             return Ok(None);
         }
         let size = object_size(&resp).ok_or_else(|| azure_error("get", &full, resp.status, Some("no blob size"), None))?;
-        Ok(Some(ObjectRead { size, body: resp.body }))
+        let etag = resp.header("etag").map(str::to_string);
+        Ok(Some(ObjectRead { size, body: resp.body, etag }))
+    }
+
+    /// Put Blob with `If-None-Match: *` (409 BlobAlreadyExists when it exists) or `If-Match: <etag>` (412
+    /// ConditionNotMet when it changed, 404 when it is gone): all three lose the race.
+    async fn put_if(&self, key: &str, data: Bytes, condition: &Precondition) -> Result<Option<String>> {
+        let full = self.full_key(key);
+        let header = match condition {
+            Precondition::Absent => ("if-none-match", "*"),
+            Precondition::Version(etag) => ("if-match", etag.as_str()),
+        };
+        let build = || self.request(Method::PUT, &full, &[], &[("x-ms-blob-type", "BlockBlob"), header], data.clone());
+        let resp = self.send_write("conditional put", &full, build, &[201, 404, 409, 412]).await?;
+        if resp.status != 201 {
+            return Ok(None);
+        }
+        resp.header("etag")
+            .map(|e| Some(e.to_string()))
+            .ok_or_else(|| azure_error("conditional put", &full, 201, Some("no ETag in the answer"), None))
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
@@ -244,7 +270,9 @@ impl ObjectStore for AzureObjectStore {
 
     async fn upload_part(&self, key: &str, _upload_id: &str, number: u32, data: Bytes) -> Result<String> {
         let full = self.full_key(key);
-        let id = block_id(number);
+        let mut nonce = [0u8; 8];
+        getrandom::getrandom(&mut nonce).map_err(|e| Error::storage(format!("random: {e}")))?;
+        let id = block_id(number, u64::from_le_bytes(nonce));
         let build = || self.request(Method::PUT, &full, &[("comp", "block"), ("blockid", &id)], &[], data.clone());
         self.send_write("put block", &full, build, &[201]).await?;
         Ok(id)
@@ -254,8 +282,16 @@ impl ObjectStore for AzureObjectStore {
         let full = self.full_key(key);
         let body = Bytes::from(block_list_body(parts));
         let req = self.request(Method::PUT, &full, &[("comp", "blocklist")], &[("content-type", "application/xml")], body);
-        self.send("put block list", &full, req, &[201]).await?;
-        Ok(())
+        let resp = self.http.send(req).await?;
+        if resp.status == 201 {
+            return Ok(());
+        }
+        let (status, code, message) = error_parts(resp).await;
+        if status == 400 && code.as_deref() == Some("InvalidBlockList") {
+            // A recorded block is not staged under this blob (never written, or the blob was committed already).
+            return Err(Error::parts_mismatch("azure put block list: InvalidBlockList"));
+        }
+        Err(azure_error("put block list", &full, status, code.as_deref(), message.as_deref()))
     }
 
     async fn abort_multipart(&self, _key: &str, _upload_id: &str) -> Result<()> {
@@ -328,6 +364,10 @@ impl ObjectStore for AzureObjectStore {
         self.read_url(&self.full_key(key), i64::try_from(expires_secs).ok()?).ok()
     }
 
+    fn presigned_suffix_ranges(&self) -> bool {
+        false
+    }
+
     fn min_part_size(&self) -> u64 {
         1
     }
@@ -370,26 +410,34 @@ mod tests {
 
     #[test]
     fn block_ids_have_one_length() {
-        assert_eq!(block_id(1), B64.encode("0000000001"));
-        assert_eq!(block_id(1).len(), block_id(u32::MAX).len());
-        let parts = [PartRecord { number: 2, etag: String::new(), size: 1 }];
-        assert_eq!(block_list_body(&parts), "<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList><Latest>MDAwMDAwMDAwMg==</Latest></BlockList>");
+        assert_eq!(block_id(1, 0xab), B64.encode("0000000001-00000000000000ab"));
+        assert_eq!(block_id(1, 0).len(), block_id(u32::MAX, u64::MAX).len());
+        assert_ne!(block_id(1, 1), block_id(1, 2));
+        let parts = [PartRecord { number: 2, etag: block_id(2, 7), size: 1 }];
+        assert_eq!(
+            block_list_body(&parts),
+            format!("<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList><Latest>{}</Latest></BlockList>", block_id(2, 7))
+        );
     }
 
     #[test]
     fn put_block_and_block_list_requests() {
         let (rec, s) = azurite();
         let id = block_on(s.create_multipart("blobs/uploads/u1")).unwrap();
-        block_on(s.upload_part("blobs/uploads/u1", &id, 1, Bytes::from_static(b"abc"))).unwrap();
-        block_on(s.complete_multipart("blobs/uploads/u1", &id, &[PartRecord { number: 1, etag: String::new(), size: 3 }]))
+        let etag = block_on(s.upload_part("blobs/uploads/u1", &id, 1, Bytes::from_static(b"abc"))).unwrap();
+        let second = block_on(s.upload_part("blobs/uploads/u1", &id, 1, Bytes::from_static(b"abc"))).unwrap();
+        assert_ne!(etag, second, "every write of a part stages a block of its own");
+        block_on(s.complete_multipart("blobs/uploads/u1", &id, &[PartRecord { number: 1, etag: etag.clone(), size: 3 }]))
             .unwrap();
         let sent = rec.sent.borrow();
-        assert_eq!(sent[0].url, "http://127.0.0.1:10000/devstoreaccount1/pier/blobs/uploads/u1?comp=block&blockid=MDAwMDAwMDAwMQ%3D%3D");
+        let encoded = etag.replace('=', "%3D").replace('+', "%2B").replace('/', "%2F");
+        assert_eq!(sent[0].url, format!("http://127.0.0.1:10000/devstoreaccount1/pier/blobs/uploads/u1?comp=block&blockid={encoded}"));
+        assert!(String::from_utf8_lossy(&sent[2].body).contains(&format!("<Latest>{etag}</Latest>")));
         assert_eq!(header(&sent[0], "content-length"), Some("3"));
         assert_eq!(header(&sent[0], "x-ms-version"), Some(DEFAULT_API_VERSION));
         assert_eq!(header(&sent[0], "x-ms-date"), Some("Fri, 24 May 2013 00:00:00 GMT"));
         assert!(header(&sent[0], "authorization").unwrap().starts_with("SharedKey devstoreaccount1:"));
-        assert_eq!(sent[1].url, "http://127.0.0.1:10000/devstoreaccount1/pier/blobs/uploads/u1?comp=blocklist");
+        assert_eq!(sent[2].url, "http://127.0.0.1:10000/devstoreaccount1/pier/blobs/uploads/u1?comp=blocklist");
     }
 
     #[test]

@@ -3,16 +3,23 @@
 //! crash never leaves one. Reads and writes use blocking `std::fs` calls: files are local and small per call, and the
 //! native server runs the core on a single-threaded runtime.
 //!
-//! Layout under the root: `objects/<key>`, `multipart/<upload id>/<part number>`, `meta/<key>~`, `tmp/`. Meta keys get
-//! a `~` suffix on the leaf (a character no name, tag, digest or id contains) so that `a` and `a/b` can both be keys.
+//! Layout under the root: `objects/<key>`, `multipart/<upload id>/<part etag>`, `meta/<key>~`, `tmp/`, `lock`. Meta
+//! keys get a `~` suffix on the leaf (a character no name, tag, digest or id contains) so that `a` and `a/b` can both
+//! be keys.
+//!
+//! Conditional writes: the read, the comparison and the rename happen while holding an exclusive `flock` on the
+//! root's `lock` file, which every write of a key also takes, so they are atomic with respect to every other writer —
+//! other threads and other processes sharing the directory alike. A key's version is a hash of its content: "unchanged"
+//! means exactly "the same bytes", which is what a compare-and-swap needs (an upload session's bytes change with
+//! every write because each write carries a fresh claim token or offset).
 
-use super::{ByteStream, MetaStore, ObjectRead, ObjectStore};
+use super::{ByteStream, MetaStore, ObjectRead, ObjectStore, Precondition, Versioned};
 use crate::error::{Error, Result};
 use crate::spec::range::ByteRange;
 use crate::upload::PartRecord;
 use async_trait::async_trait;
 use bytes::Bytes;
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,6 +66,39 @@ impl Root {
         res
     }
 
+    /// Run `f` holding the root's exclusive write lock.
+    fn locked<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let path = self.root.join("lock");
+        let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| io_err("open", &path, e))?;
+        file.lock().map_err(|e| io_err("lock", &path, e))?;
+        let result = f();
+        let _ = file.unlock();
+        result
+    }
+
+    /// Write `data` to `dest` if `condition` holds for its current version (`version_of`), atomically (see the
+    /// module docs).
+    fn write_if(
+        &self,
+        dest: &Path,
+        data: &[u8],
+        condition: &Precondition,
+        version_of: fn(&Path) -> Result<Option<String>>,
+    ) -> Result<Option<String>> {
+        self.locked(|| {
+            let current = version_of(dest)?;
+            let holds = match condition {
+                Precondition::Absent => current.is_none(),
+                Precondition::Version(v) => current.as_ref() == Some(v),
+            };
+            if !holds {
+                return Ok(None);
+            }
+            self.write_atomic(dest, [Ok(data.to_vec())])?;
+            version_of(dest)?.map(Some).ok_or_else(|| Error::storage(format!("{} vanished after a write", dest.display())))
+        })
+    }
+
     fn rename_into(&self, from: &Path, dest: &Path) -> Result<()> {
         if let Some(parent) = dest.parent() {
             fs::create_dir_all(parent).map_err(|e| io_err("create", parent, e))?;
@@ -71,6 +111,35 @@ impl Root {
             }
         }
         Ok(())
+    }
+}
+
+/// The version of a metadata value: a hash of its bytes.
+fn content_version(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    crate::spec::digest::to_hex(&sha2::Sha256::digest(data)[..16])
+}
+
+fn file_content_version(path: &Path) -> Result<Option<String>> {
+    match fs::read(path) {
+        Ok(v) => Ok(Some(content_version(&v))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err("read", path, e)),
+    }
+}
+
+/// The version of an object file (objects can be large, so not a content hash): every write renames a new file into
+/// place, so its inode, modification time and size change together.
+fn object_version(meta: &fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    format!("{:x}-{:x}.{:x}-{:x}", meta.ino(), meta.mtime(), meta.mtime_nsec(), meta.len())
+}
+
+fn file_object_version(path: &Path) -> Result<Option<String>> {
+    match fs::metadata(path) {
+        Ok(m) => Ok(Some(object_version(&m))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err("stat", path, e)),
     }
 }
 
@@ -144,18 +213,25 @@ impl ObjectStore for FsObjectStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_err("open", &p, e)),
         };
-        let size = file.metadata().map_err(|e| io_err("stat", &p, e))?.len();
+        let meta = file.metadata().map_err(|e| io_err("stat", &p, e))?;
+        let size = meta.len();
         let (start, len) = match range {
             Some(r) if r.start < size => (r.start, r.end.min(size - 1) - r.start + 1),
             Some(_) => (0, 0),
             None => (0, size),
         };
+        let etag = Some(object_version(&meta));
         file.seek(SeekFrom::Start(start)).map_err(|e| io_err("seek", &p, e))?;
-        Ok(Some(ObjectRead { size, body: read_stream(file, len) }))
+        Ok(Some(ObjectRead { size, body: read_stream(file, len), etag }))
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
-        self.root.write_atomic(&self.object_path(key), [Ok(data.to_vec())])
+        let dest = self.object_path(key);
+        self.root.locked(|| self.root.write_atomic(&dest, [Ok(data.to_vec())]))
+    }
+
+    async fn put_if(&self, key: &str, data: Bytes, condition: &Precondition) -> Result<Option<String>> {
+        self.root.write_if(&self.object_path(key), &data, condition, file_object_version)
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
@@ -174,7 +250,7 @@ impl ObjectStore for FsObjectStore {
     async fn upload_part(&self, _key: &str, upload_id: &str, number: u32, data: Bytes) -> Result<String> {
         let dir = self.upload_dir(upload_id);
         if !dir.is_dir() {
-            return Err(Error::storage("no such multipart upload"));
+            return Err(Error::parts_mismatch("no such multipart upload"));
         }
         // A new file per write, named by its etag: the session's recorded etag selects exactly the bytes it hashed,
         // even if a retried or racing request wrote the same part number again.
@@ -192,9 +268,15 @@ impl ObjectStore for FsObjectStore {
                 return Err(Error::storage("invalid part etag"));
             }
             let path = dir.join(&p.etag);
-            let len = fs::metadata(&path).map_err(|e| io_err("stat", &path, e))?.len();
+            let len = match fs::metadata(&path) {
+                Ok(m) => m.len(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(Error::parts_mismatch(format!("part {} is missing", p.number)))
+                }
+                Err(e) => return Err(io_err("stat", &path, e)),
+            };
             if len != p.size {
-                return Err(Error::storage(format!("part {} has {len} bytes, expected {}", p.number, p.size)));
+                return Err(Error::parts_mismatch(format!("part {} has {len} bytes, expected {}", p.number, p.size)));
             }
         }
         // Parts are copied one at a time, so memory stays at one part whatever the blob's size.
@@ -278,8 +360,17 @@ impl MetaStore for FsMetaStore {
         }
     }
 
+    async fn get_versioned(&self, key: &str) -> Result<Option<Versioned>> {
+        Ok(self.get(key).await?.map(|value| Versioned { version: content_version(&value), value }))
+    }
+
     async fn put(&self, key: &str, value: Bytes) -> Result<()> {
-        self.root.write_atomic(&self.key_path(key), [Ok(value.to_vec())])
+        let dest = self.key_path(key);
+        self.root.locked(|| self.root.write_atomic(&dest, [Ok(value.to_vec())]))
+    }
+
+    async fn put_if(&self, key: &str, value: Bytes, condition: &Precondition) -> Result<Option<String>> {
+        self.root.write_if(&self.key_path(key), &value, condition, file_content_version)
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
@@ -320,6 +411,32 @@ mod tests {
             assert_eq!(m.get("c/a").await.unwrap().unwrap(), "v");
             m.delete("c/a").await.unwrap();
             assert!(m.get("c/a").await.unwrap().is_none());
+        });
+    }
+
+    #[test]
+    fn conditional_writes_race_to_one_winner() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        block_on(FsMetaStore::new(&path).unwrap().put("s", Bytes::from_static(b"0"))).unwrap();
+        let version = block_on(FsMetaStore::new(&path).unwrap().get_versioned("s")).unwrap().unwrap().version;
+        // Separate stores (separate lock handles, as separate processes would have), one version to replace.
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let (path, version) = (path.clone(), version.clone());
+                std::thread::spawn(move || {
+                    let m = FsMetaStore::new(&path).unwrap();
+                    block_on(m.put_if("s", Bytes::from(format!("w{i}")), &Precondition::Version(version))).unwrap()
+                })
+            })
+            .collect();
+        let won: Vec<_> = handles.into_iter().filter_map(|h| h.join().unwrap()).collect();
+        assert_eq!(won.len(), 1);
+        let m = FsMetaStore::new(&path).unwrap();
+        block_on(async {
+            assert_eq!(m.get_versioned("s").await.unwrap().unwrap().version, won[0]);
+            assert!(m.put_if("s", Bytes::new(), &Precondition::Absent).await.unwrap().is_none());
+            assert!(m.put_if("new", Bytes::new(), &Precondition::Absent).await.unwrap().is_some());
         });
     }
 

@@ -4,6 +4,13 @@
 //!
 //! Keys are built only by the registry from validated names, tags, digests and upload ids (see `registry::keys`), so
 //! backends never see client-controlled path segments.
+//!
+//! Conditional writes are part of the contract. Races between requests (two PATCHes on one upload session, a sweep
+//! while a push links a blob) are settled by compare-and-swap on metadata: [`MetaStore::put_if`] writes only if the
+//! key is still absent ([`Precondition::Absent`]) or still holds the version a read returned
+//! ([`Precondition::Version`]). Every backend uses its store's native primitive — `If-None-Match: *` / `If-Match` on
+//! S3 and Azure, R2's `onlyIf`, an exclusive lock around read-compare-rename on a filesystem, a mutex in memory — so the
+//! check and the write are one atomic step in the store, never a read followed by a write in Pier.
 
 pub mod azure;
 pub mod config;
@@ -11,6 +18,7 @@ pub mod http;
 pub mod memory;
 pub mod object_meta;
 pub mod s3;
+pub mod split;
 pub(crate) mod xml;
 #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 pub mod r2;
@@ -34,6 +42,25 @@ pub struct ObjectRead {
     pub size: u64,
     /// The bytes requested.
     pub body: ByteStream,
+    /// The store's version of the object (its etag), for [`ObjectStore::put_if`]; `None` where the store has none.
+    pub etag: Option<String>,
+}
+
+/// What must hold for a conditional write to happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    /// The key does not exist (create-if-absent).
+    Absent,
+    /// The key still holds the version a read returned (replace-if-unchanged).
+    Version(String),
+}
+
+/// A metadata value with the version a conditional write compares against.
+#[derive(Debug, Clone)]
+pub struct Versioned {
+    pub value: Bytes,
+    /// Opaque: an etag, a generation, a content hash. Equal versions mean an unchanged value.
+    pub version: String,
 }
 
 /// Blob storage: an object store with multipart uploads.
@@ -45,13 +72,20 @@ pub trait ObjectStore {
     async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<Option<ObjectRead>>;
     /// Write a small object whole. Durable when it returns.
     async fn put(&self, key: &str, data: Bytes) -> Result<()>;
+    /// Write a small object only if `condition` holds, atomically in the store: `Some(etag)` when written, `None`
+    /// when the condition failed (another writer got there first). Durable when it returns. Backends without a
+    /// conditional write keep the default, an "unsupported" error, and cannot hold metadata that needs one.
+    async fn put_if(&self, _key: &str, _data: Bytes, _condition: &Precondition) -> Result<Option<String>> {
+        Err(Error::msg(ErrorCode::Unsupported, "this storage backend has no conditional writes"))
+    }
     /// Remove an object; absent objects are not an error.
     async fn delete(&self, key: &str) -> Result<()>;
     /// Start a multipart upload to `key`; returns its upload id.
     async fn create_multipart(&self, key: &str) -> Result<String>;
     /// Write part `number` (1-based); writing a number again replaces it. Returns the part's etag.
     async fn upload_part(&self, key: &str, upload_id: &str, number: u32, data: Bytes) -> Result<String>;
-    /// Assemble `parts` (in order) into `key`. Durable when it returns.
+    /// Assemble `parts` (in order) into `key`. Durable when it returns. When the stored parts are not the recorded
+    /// ones (a part replaced or missing, the upload gone), the error has the code `BLOB_UPLOAD_INVALID`.
     async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[PartRecord]) -> Result<()>;
     /// Discard a multipart upload and its parts.
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()>;
@@ -66,6 +100,11 @@ pub trait ObjectStore {
     /// A URL a client may GET the object from directly for `expires_secs`, when the backend can presign.
     fn presign_get(&self, _key: &str, _expires_secs: u64) -> Option<String> {
         None
+    }
+    /// Whether a presigned URL honours a suffix range (`Range: bytes=-N`). Azure Blob does not: such reads are served
+    /// by Pier instead of redirected.
+    fn presigned_suffix_ranges(&self) -> bool {
+        true
     }
     /// The smallest part size the backend accepts for all parts but the last.
     fn min_part_size(&self) -> u64 {
@@ -83,8 +122,13 @@ pub trait ObjectStore {
 pub trait MetaStore {
     /// The value under `key`, or `None`.
     async fn get(&self, key: &str) -> Result<Option<Bytes>>;
+    /// The value under `key` with its version, or `None`.
+    async fn get_versioned(&self, key: &str) -> Result<Option<Versioned>>;
     /// Store `value` under `key`. Durable when it returns.
     async fn put(&self, key: &str, value: Bytes) -> Result<()>;
+    /// Store `value` under `key` only if `condition` holds, atomically: `Some(new version)` when written, `None` when
+    /// the condition failed. Durable when it returns.
+    async fn put_if(&self, key: &str, value: Bytes, condition: &Precondition) -> Result<Option<String>>;
     /// Remove `key`; absent keys are not an error.
     async fn delete(&self, key: &str) -> Result<()>;
     /// Keys under `prefix` (which ends with `/`), in lexical order, strictly after `start_after` (a full key), at

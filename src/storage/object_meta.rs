@@ -8,10 +8,11 @@
 //! order, which `list` relies on for paging with `start_after`.
 //!
 //! Consistency: S3 and Azure Blob are strongly consistent for reads after writes and for listings, so a tag pushed
-//! is visible to the next pull.
+//! is visible to the next pull. Conditional writes are the object store's own (`If-None-Match: *` / `If-Match` on the
+//! object's etag): a version is the etag a read returned.
 
-use super::{MetaStore, ObjectStore};
-use crate::error::Result;
+use super::{MetaStore, ObjectStore, Precondition, Versioned};
+use crate::error::{Error, Result};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -41,17 +42,26 @@ impl ObjectMetaStore {
 #[async_trait(?Send)]
 impl MetaStore for ObjectMetaStore {
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        Ok(self.get_versioned(key).await?.map(|v| v.value))
+    }
+
+    async fn get_versioned(&self, key: &str) -> Result<Option<Versioned>> {
         let Some(read) = self.objects.get(&self.object_key(key), None).await? else { return Ok(None) };
         let mut body = read.body;
         let mut out = bytes::BytesMut::with_capacity(read.size.min(1 << 20) as usize);
         while let Some(chunk) = body.next().await {
             out.extend_from_slice(&chunk?);
         }
-        Ok(Some(out.freeze()))
+        let version = read.etag.ok_or_else(|| Error::storage("object store returned no etag"))?;
+        Ok(Some(Versioned { value: out.freeze(), version }))
     }
 
     async fn put(&self, key: &str, value: Bytes) -> Result<()> {
         self.objects.put(&self.object_key(key), value).await
+    }
+
+    async fn put_if(&self, key: &str, value: Bytes, condition: &Precondition) -> Result<Option<String>> {
+        self.objects.put_if(&self.object_key(key), value, condition).await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {

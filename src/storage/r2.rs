@@ -8,18 +8,43 @@
 //!
 //! R2's binding has no copy, so [`ObjectStore::can_rename`] is false: a verified multipart blob stays at the key it
 //! was assembled under and the registry records that key.
+//!
+//! Conditional writes use the binding's `onlyIf`: `etagDoesNotMatch: "*"` creates only if absent, `etagMatches`
+//! replaces only an unchanged object; a failed condition makes `put` return no object. R2 is strongly consistent and
+//! checks the condition atomically with the write.
 
-use super::{ByteStream, MetaStore, ObjectRead, ObjectStore};
+use super::{ByteStream, MetaStore, ObjectRead, ObjectStore, Precondition, Versioned};
 use crate::error::{Error, Result};
 use crate::spec::range::ByteRange;
 use crate::upload::PartRecord;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
-use worker::{Bucket, Range, UploadedPart};
+use worker::{Bucket, Conditional, Range, UploadedPart};
 
 fn r2_err(what: &str, e: worker::Error) -> Error {
     Error::storage(format!("r2 {what}: {e}"))
+}
+
+/// The `onlyIf` of a conditional put.
+fn only_if(condition: &Precondition) -> Conditional {
+    match condition {
+        Precondition::Absent => Conditional { etag_does_not_match: Some("*".into()), ..Conditional::default() },
+        Precondition::Version(etag) => Conditional { etag_matches: Some(etag.clone()), ..Conditional::default() },
+    }
+}
+
+/// Put `data` at `key` if `condition` holds: the new object's etag, or `None` when the condition failed.
+async fn put_if(bucket: &Bucket, key: String, data: Bytes, condition: &Precondition) -> Result<Option<String>> {
+    let put = bucket.put(key, data.to_vec()).only_if(only_if(condition));
+    Ok(put.execute().await.map_err(|e| r2_err("conditional put", e))?.map(|o| o.etag()))
+}
+
+/// Whether an R2 multipart error means the recorded parts are not the stored ones (a part replaced or missing, the
+/// upload completed or aborted already) rather than an R2 failure.
+fn is_parts_mismatch(e: &worker::Error) -> bool {
+    let m = e.to_string().to_ascii_lowercase();
+    ["invalidpart", "invalid part", "nosuchupload", "no such upload", "does not exist", "etag"].iter().any(|p| m.contains(p))
 }
 
 /// R2's largest list page.
@@ -84,14 +109,19 @@ impl ObjectStore for R2ObjectStore {
         }
         let Some(object) = get.execute().await.map_err(|e| r2_err("get", e))? else { return Ok(None) };
         let size = object.size();
+        let etag = Some(object.etag());
         let body = object.body().ok_or_else(|| Error::storage("r2 get: object without body"))?;
         let stream = body.stream().map_err(|e| r2_err("get", e))?;
-        Ok(Some(ObjectRead { size, body: object_stream(stream) }))
+        Ok(Some(ObjectRead { size, body: object_stream(stream), etag }))
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         self.bucket.put(key, data.to_vec()).execute().await.map_err(|e| r2_err("put", e))?;
         Ok(())
+    }
+
+    async fn put_if(&self, key: &str, data: Bytes, condition: &Precondition) -> Result<Option<String>> {
+        put_if(&self.bucket, key.to_string(), data, condition).await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
@@ -106,7 +136,13 @@ impl ObjectStore for R2ObjectStore {
     async fn upload_part(&self, key: &str, upload_id: &str, number: u32, data: Bytes) -> Result<String> {
         let number = u16::try_from(number).map_err(|_| Error::storage("r2: more than 65535 parts"))?;
         let upload = self.bucket.resume_multipart_upload(key, upload_id).map_err(|e| r2_err("resume multipart", e))?;
-        let part = upload.upload_part(number, data.to_vec()).await.map_err(|e| r2_err("upload part", e))?;
+        let part = upload.upload_part(number, data.to_vec()).await.map_err(|e| {
+            if is_parts_mismatch(&e) {
+                Error::parts_mismatch(format!("r2 upload part: {e}"))
+            } else {
+                r2_err("upload part", e)
+            }
+        })?;
         Ok(part.etag())
     }
 
@@ -117,7 +153,13 @@ impl ObjectStore for R2ObjectStore {
             let n = u16::try_from(p.number).map_err(|_| Error::storage("r2: more than 65535 parts"))?;
             uploaded.push(UploadedPart::new(n, p.etag.clone()));
         }
-        upload.complete(uploaded).await.map_err(|e| r2_err("complete multipart", e))?;
+        upload.complete(uploaded).await.map_err(|e| {
+            if is_parts_mismatch(&e) {
+                Error::parts_mismatch(format!("r2 complete multipart: {e}"))
+            } else {
+                r2_err("complete multipart", e)
+            }
+        })?;
         Ok(())
     }
 
@@ -163,10 +205,20 @@ impl R2MetaStore {
 #[async_trait(?Send)]
 impl MetaStore for R2MetaStore {
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        Ok(self.get_versioned(key).await?.map(|v| v.value))
+    }
+
+    async fn get_versioned(&self, key: &str) -> Result<Option<Versioned>> {
         let full = format!("{}{key}", self.prefix);
         let Some(object) = self.bucket.get(&full).execute().await.map_err(|e| r2_err("get", e))? else { return Ok(None) };
+        let version = object.etag();
         let body = object.body().ok_or_else(|| Error::storage("r2 get: object without body"))?;
-        Ok(Some(Bytes::from(body.bytes().await.map_err(|e| r2_err("read", e))?)))
+        let value = Bytes::from(body.bytes().await.map_err(|e| r2_err("read", e))?);
+        Ok(Some(Versioned { value, version }))
+    }
+
+    async fn put_if(&self, key: &str, value: Bytes, condition: &Precondition) -> Result<Option<String>> {
+        put_if(&self.bucket, format!("{}{key}", self.prefix), value, condition).await
     }
 
     async fn put(&self, key: &str, value: Bytes) -> Result<()> {

@@ -7,7 +7,7 @@
 //! that: presigning is the only place it needs the time outside of signing requests).
 
 use super::http::{read_body, HttpClient, HttpRequest, HttpResponse};
-use super::{ObjectRead, ObjectStore};
+use super::{ObjectRead, ObjectStore, Precondition};
 use crate::error::{Error, Result};
 use crate::sign::sigv4::{Credentials, S3Endpoint};
 use crate::sign::{percent_encode, sha256_hex, Timestamp};
@@ -61,6 +61,17 @@ fn s3_error(op: &str, key: &str, status: u16, code: Option<&str>, message: Optio
         s.push_str(&m.chars().take(300).collect::<String>());
     }
     Error::storage(s)
+}
+
+/// S3 error codes of a multipart upload whose stored parts are not the recorded ones: the upload cannot complete.
+const PARTS_MISMATCH_CODES: [&str; 4] = ["InvalidPart", "InvalidPartOrder", "NoSuchUpload", "EntityTooSmall"];
+
+/// An S3 error as the registry sees it: a parts mismatch (a 4xx for the client) or a storage failure.
+fn multipart_error(op: &str, key: &str, status: u16, code: Option<&str>, message: Option<&str>) -> Error {
+    if code.is_some_and(|c| PARTS_MISMATCH_CODES.contains(&c)) {
+        return Error::parts_mismatch(format!("s3 {op}: {}", code.unwrap_or_default()));
+    }
+    s3_error(op, key, status, code, message)
 }
 
 /// S3's `<Error><Code>…</Code><Message>…</Message></Error>`, if `body` is one.
@@ -159,7 +170,7 @@ impl S3ObjectStore {
         let status = resp.status;
         let body = read_body(resp.body, 64 * 1024).await.unwrap_or_default();
         let parsed = parse_error(&String::from_utf8_lossy(&body));
-        s3_error(op, key, status, parsed.as_ref().map(|p| p.0.as_str()), parsed.as_ref().map(|p| p.1.as_str()))
+        multipart_error(op, key, status, parsed.as_ref().map(|p| p.0.as_str()), parsed.as_ref().map(|p| p.1.as_str()))
     }
 
     /// Read an XML success body, failing when it is an `<Error>` document (CopyObject and CompleteMultipartUpload
@@ -169,7 +180,7 @@ impl S3ObjectStore {
         let body = read_body(resp.body, MAX_XML).await?;
         let text = String::from_utf8_lossy(&body).into_owned();
         if let Some((code, message)) = parse_error(&text) {
-            return Err(s3_error(op, key, status, Some(&code), Some(&message)));
+            return Err(multipart_error(op, key, status, Some(&code), Some(&message)));
         }
         Ok(text)
     }
@@ -196,13 +207,33 @@ impl ObjectStore for S3ObjectStore {
             return Ok(None);
         }
         let size = object_size(&resp).ok_or_else(|| s3_error("get", &full, resp.status, Some("no object size"), None))?;
-        Ok(Some(ObjectRead { size, body: resp.body }))
+        let etag = resp.header("etag").map(str::to_string);
+        Ok(Some(ObjectRead { size, body: resp.body, etag }))
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         let full = self.full_key(key);
         self.send("put", &full, self.request(Method::PUT, &full, &[], &[], data), &[200]).await?;
         Ok(())
+    }
+
+    /// PutObject with `If-None-Match: *` or `If-Match: <etag>`: S3 (since 2024), R2, MinIO and s3s-fs check them.
+    /// A failed condition is 412; 409 (ConditionalRequestConflict: a concurrent conditional write won) and 404 (the
+    /// object to replace is gone) lose the race the same way.
+    async fn put_if(&self, key: &str, data: Bytes, condition: &Precondition) -> Result<Option<String>> {
+        let full = self.full_key(key);
+        let header = match condition {
+            Precondition::Absent => ("if-none-match", "*"),
+            Precondition::Version(etag) => ("if-match", etag.as_str()),
+        };
+        let req = self.request(Method::PUT, &full, &[], &[header], data);
+        let resp = self.send("conditional put", &full, req, &[200, 404, 409, 412]).await?;
+        if resp.status != 200 {
+            return Ok(None);
+        }
+        resp.header("etag")
+            .map(|e| Some(e.to_string()))
+            .ok_or_else(|| s3_error("conditional put", &full, 200, Some("no ETag in the answer"), None))
     }
 
     async fn delete(&self, key: &str) -> Result<()> {

@@ -6,4 +6,4 @@ pub mod hasher;
 pub mod session;
 
 pub use hasher::ResumableSha256;
-pub use session::{PartRecord, UploadSession};
+pub use session::{Claim, PartRecord, UploadSession};

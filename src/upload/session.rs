@@ -3,6 +3,10 @@
 //! Bytes flow into object-store multipart parts of exactly `part_size` bytes (object stores want parts of at least
 //! 5 MiB, R2 wants all but the last equal), so whatever is left over at the end of a request — the tail, shorter than
 //! a part — is written to its own small object and prepended to the next request's bytes.
+//!
+//! A request that writes into a session first claims it: it saves the session with a [`Claim`] (a random token and
+//! a lease) by compare-and-swap, and only the request holding the claim may write parts or commit a new offset. The
+//! lease is what keeps a crashed claimant from wedging a session: once it runs out, the next request may claim.
 
 use super::hasher::ResumableSha256;
 use serde::{Deserialize, Serialize};
@@ -13,6 +17,15 @@ pub struct PartRecord {
     pub number: u32,
     pub etag: String,
     pub size: u64,
+}
+
+/// The request currently writing into a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    /// Random, unique to the claiming request: it recognises its own claim (and a store version changes with it).
+    pub token: String,
+    /// Unix seconds until which nobody else may claim the session; the holder renews it while it works.
+    pub until: u64,
 }
 
 /// Everything an upload carries between requests.
@@ -38,6 +51,9 @@ pub struct UploadSession {
     /// Object key holding bytes `offset - tail_len .. offset`, if any.
     pub tail_key: Option<String>,
     pub tail_len: u64,
+    /// The request writing into the session right now, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<Claim>,
 }
 
 impl UploadSession {
@@ -55,12 +71,19 @@ impl UploadSession {
             parts: Vec::new(),
             tail_key: None,
             tail_len: 0,
+            claim: None,
         }
     }
 
-    /// Whether the session has been idle longer than `expiry_secs`.
+    /// Whether the session has been idle longer than `expiry_secs` (a live claim counts as activity).
     pub fn is_expired(&self, now: u64, expiry_secs: u64) -> bool {
-        now.saturating_sub(self.updated_at) > expiry_secs
+        let active = self.claim.as_ref().map_or(self.updated_at, |c| c.until.max(self.updated_at));
+        now.saturating_sub(active) > expiry_secs
+    }
+
+    /// Whether another request holds the session at `now`.
+    pub fn is_claimed(&self, now: u64) -> bool {
+        self.claim.as_ref().is_some_and(|c| c.until > now)
     }
 
     /// The object key a multipart upload of this session is assembled at. Outside `_uploads/` because on stores
