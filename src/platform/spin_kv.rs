@@ -35,8 +35,11 @@ impl MetaStore for SpinKvMetaStore {
         Ok(self.store.get(key).map_err(|e| kv_err("get", e))?.map(Bytes::from))
     }
 
-    async fn get_versioned(&self, _key: &str) -> Result<Option<Versioned>> {
-        Err(Error::msg(ErrorCode::Unsupported, "Spin's key-value store has no compare-and-swap"))
+    /// Versions are content hashes: enough for the read-compare-delete of [`MetaStore::delete_if`]'s default, which
+    /// is all this store offers (no atomic conditional write).
+    async fn get_versioned(&self, key: &str) -> Result<Option<Versioned>> {
+        use sha2::Digest as _;
+        Ok(self.get(key).await?.map(|value| Versioned { version: crate::spec::digest::to_hex(&sha2::Sha256::digest(&value)), value }))
     }
 
     async fn put(&self, key: &str, value: Bytes) -> Result<()> {

@@ -201,12 +201,13 @@ impl Registry {
                     let page = self.meta.list(&prefix, after.as_deref(), 1000).await?;
                     let Some(last) = page.last().cloned() else { break };
                     for key in &page {
-                        if let Some(v) = self.meta.get(key).await? {
-                            let target = match tag_target(&v)? {
+                        if let Some(v) = self.meta.get_versioned(key).await? {
+                            let target = match tag_target(&v.value)? {
                                 TagTarget::Record(digest, _) | TagTarget::Digest(digest) => digest,
                             };
+                            // Conditional: a tag moved to another manifest since it was read stays where it was moved.
                             if &target == d {
-                                self.meta.delete(key).await?;
+                                self.meta.delete_if(key, &v.version).await?;
                             }
                         }
                     }

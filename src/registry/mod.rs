@@ -9,6 +9,7 @@ mod discovery;
 pub mod keys;
 mod manifests;
 #[cfg(test)]
+mod fault_tests;
 #[cfg(test)]
 mod tests;
 mod uploads;

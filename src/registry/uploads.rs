@@ -109,7 +109,8 @@ impl<'r> Writer<'r> {
     async fn open(reg: &'r Registry, name: &RepositoryName, session: UploadSession, version: Option<String>, token: String) -> Result<Self> {
         let mut buf = BytesMut::new();
         if let Some(key) = &session.tail_key {
-            let read = reg.objects.get(key, None).await?.ok_or_else(|| Error::storage("upload tail missing"))?;
+            // A session whose tail is gone cannot continue (the bytes it hashed are lost): the client starts over.
+            let read = reg.objects.get(key, None).await?.ok_or_else(|| Error::parts_mismatch("the upload's tail is missing"))?;
             let mut body = read.body;
             while let Some(chunk) = body.next().await {
                 buf.extend_from_slice(&chunk?);
@@ -325,6 +326,11 @@ impl<'r> Writer<'r> {
                 None => BlobLink { size, key: Some(staging) },
             }
         };
+        if self.version.is_some() {
+            // A last compare-and-swap before the point of no return: of two requests that both believe they hold
+            // the session (possible only on a store whose conditional writes are not atomic), one stops here.
+            self.checkpoint().await?;
+        }
         if !already_stored {
             reg.put_blob_record(digest, &link).await?;
         }
@@ -425,9 +431,13 @@ impl Registry {
         let Some(version) = self.meta.put_if(&key, encode_session(&claimed)?, &Precondition::Version(version)).await? else {
             return Err(self.lost_claim(name, id).await);
         };
-        let claimed_token = token.clone();
+        let (claimed_token, claimed_session) = (token.clone(), claimed.clone());
         match Writer::open(self, name, claimed, Some(version), token).await {
             Ok(writer) => Ok((writer, expected)),
+            Err(e) if e.code == ErrorCode::BlobUploadInvalid => {
+                self.discard(&claimed_session).await;
+                Err(e)
+            }
             Err(e) => {
                 self.release_claim(id, &claimed_token).await;
                 Err(e)
@@ -435,15 +445,19 @@ impl Registry {
         }
     }
 
-    /// Remove a session and everything it wrote (best effort: leftovers are unreachable and harmless).
+    /// Remove a session and everything it wrote (best effort: leftovers are unreachable and harmless). The record
+    /// goes first: if removing it fails, the session must still find every object it points at, or it would answer
+    /// errors until it expires.
     async fn discard(&self, session: &UploadSession) {
+        if self.meta.delete(&keys::upload(&session.id)).await.is_err() {
+            return;
+        }
         if let Some(id) = &session.multipart_id {
             let _ = self.objects.abort_multipart(&session.staging_key(), id).await;
         }
         if let Some(tail) = &session.tail_key {
             let _ = self.objects.delete(tail).await;
         }
-        let _ = self.meta.delete(&keys::upload(&session.id)).await;
     }
 
     async fn sha512_of(&self, key: &str) -> Result<Digest> {

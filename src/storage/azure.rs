@@ -242,13 +242,29 @@ impl ObjectStore for AzureObjectStore {
             Precondition::Version(etag) => ("if-match", etag.as_str()),
         };
         let build = || self.request(Method::PUT, &full, &[], &[("x-ms-blob-type", "BlockBlob"), header], data.clone());
-        let resp = self.send_write("conditional put", &full, build, &[201, 404, 409, 412]).await?;
-        if resp.status != 201 {
-            return Ok(None);
+        let mut created_container = false;
+        loop {
+            let resp = self.http.send(build()).await?;
+            match resp.status {
+                201 => {
+                    return resp
+                        .header("etag")
+                        .map(|e| Some(e.to_string()))
+                        .ok_or_else(|| azure_error("conditional put", &full, 201, Some("no ETag in the answer"), None))
+                }
+                409 | 412 => return Ok(None),
+                _ => {}
+            }
+            let (status, code, message) = error_parts(resp).await;
+            match (status, code.as_deref()) {
+                (404, Some("ContainerNotFound")) if !created_container => {
+                    self.create_container().await?;
+                    created_container = true;
+                }
+                (404, _) => return Ok(None),
+                _ => return Err(azure_error("conditional put", &full, status, code.as_deref(), message.as_deref())),
+            }
         }
-        resp.header("etag")
-            .map(|e| Some(e.to_string()))
-            .ok_or_else(|| azure_error("conditional put", &full, 201, Some("no ETag in the answer"), None))
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
@@ -262,6 +278,14 @@ impl ObjectStore for AzureObjectStore {
         let full = self.full_key(key);
         self.send("delete", &full, self.request(Method::DELETE, &full, &[], &[], Bytes::new()), &[200, 202, 404]).await?;
         Ok(())
+    }
+
+    /// Delete Blob with `If-Match`: 412 when the blob changed.
+    async fn delete_if(&self, key: &str, etag: &str) -> Result<bool> {
+        let full = self.full_key(key);
+        let req = self.request(Method::DELETE, &full, &[], &[("if-match", etag)], Bytes::new());
+        let resp = self.send("conditional delete", &full, req, &[200, 202, 404, 412]).await?;
+        Ok(resp.status != 412)
     }
 
     async fn create_multipart(&self, _key: &str) -> Result<String> {

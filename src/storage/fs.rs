@@ -373,6 +373,14 @@ impl MetaStore for FsMetaStore {
         self.root.write_if(&self.key_path(key), &value, condition, file_content_version)
     }
 
+    async fn delete_if(&self, key: &str, version: &str) -> Result<bool> {
+        let path = self.key_path(key);
+        self.root.locked(|| match file_content_version(&path)? {
+            Some(v) if v != version => Ok(false),
+            _ => remove_file(&path).map(|()| true),
+        })
+    }
+
     async fn delete(&self, key: &str) -> Result<()> {
         remove_file(&self.key_path(key))
     }

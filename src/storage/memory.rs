@@ -217,6 +217,17 @@ impl MetaStore for MemoryMetaStore {
         Ok(())
     }
 
+    async fn delete_if(&self, key: &str, version: &str) -> Result<bool> {
+        let mut map = self.map.lock().map_err(poisoned)?;
+        match map.get(key) {
+            Some((_, v)) if v != version => Ok(false),
+            _ => {
+                map.remove(key);
+                Ok(true)
+            }
+        }
+    }
+
     async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Vec<String>> {
         let map = self.map.lock().map_err(poisoned)?;
         let lower = match start_after {

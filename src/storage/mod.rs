@@ -14,6 +14,7 @@
 
 pub mod azure;
 pub mod config;
+pub mod faulty;
 pub mod http;
 pub mod memory;
 pub mod object_meta;
@@ -80,6 +81,16 @@ pub trait ObjectStore {
     }
     /// Remove an object; absent objects are not an error.
     async fn delete(&self, key: &str) -> Result<()>;
+    /// Remove an object only if its etag is still `etag`: `true` when removed (or already absent), `false` when it
+    /// changed. The default reads the etag and then deletes, which leaves a window between the two; backends with a
+    /// conditional delete (Azure `If-Match`, S3 `If-Match` where the service supports it) close it.
+    async fn delete_if(&self, key: &str, etag: &str) -> Result<bool> {
+        match self.get(key, None).await? {
+            None => Ok(true),
+            Some(read) if read.etag.as_deref() == Some(etag) => self.delete(key).await.map(|()| true),
+            Some(_) => Ok(false),
+        }
+    }
     /// Start a multipart upload to `key`; returns its upload id.
     async fn create_multipart(&self, key: &str) -> Result<String>;
     /// Write part `number` (1-based); writing a number again replaces it. Returns the part's etag.
@@ -131,6 +142,16 @@ pub trait MetaStore {
     async fn put_if(&self, key: &str, value: Bytes, condition: &Precondition) -> Result<Option<String>>;
     /// Remove `key`; absent keys are not an error.
     async fn delete(&self, key: &str) -> Result<()>;
+    /// Remove `key` only if it still holds `version`: `true` when removed (or already absent), `false` when it
+    /// changed (a concurrent writer's value stays). The default reads and then deletes (a small window); backends with
+    /// a native conditional delete override it.
+    async fn delete_if(&self, key: &str, version: &str) -> Result<bool> {
+        match self.get_versioned(key).await? {
+            None => Ok(true),
+            Some(v) if v.version == version => self.delete(key).await.map(|()| true),
+            Some(_) => Ok(false),
+        }
+    }
     /// Keys under `prefix` (which ends with `/`), in lexical order, strictly after `start_after` (a full key), at
     /// most `limit` of them.
     async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Vec<String>>;

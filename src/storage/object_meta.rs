@@ -68,6 +68,10 @@ impl MetaStore for ObjectMetaStore {
         self.objects.delete(&self.object_key(key)).await
     }
 
+    async fn delete_if(&self, key: &str, version: &str) -> Result<bool> {
+        self.objects.delete_if(&self.object_key(key), version).await
+    }
+
     async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Vec<String>> {
         let full_prefix = format!("{}{prefix}", self.prefix);
         let start = start_after.map(|s| self.object_key(s));

@@ -231,15 +231,42 @@ impl ObjectStore for S3ObjectStore {
         if resp.status != 200 {
             return Ok(None);
         }
-        resp.header("etag")
-            .map(|e| Some(e.to_string()))
-            .ok_or_else(|| s3_error("conditional put", &full, 200, Some("no ETag in the answer"), None))
+        let etag = resp
+            .header("etag")
+            .map(str::to_string)
+            .ok_or_else(|| s3_error("conditional put", &full, 200, Some("no ETag in the answer"), None))?;
+        // AWS S3, R2 and MinIO check the condition atomically with the write. Some S3-compatible servers (s3s-fs among
+        // them) check it and then write, so two writers arriving together can both be told they won. Reading the
+        // object's etag back catches the one that was overwritten: the race's loser then sees the winner's etag. A
+        // legitimate later writer needs two round trips (a read, then its own conditional write), so it cannot slip in
+        // between our write and this read.
+        let req = self.request(Method::HEAD, &full, &[], &[], Bytes::new());
+        let head = self.send("conditional put check", &full, req, &[200, 404]).await?;
+        Ok((head.status == 200 && head.header("etag") == Some(etag.as_str())).then_some(etag))
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
         let full = self.full_key(key);
         self.send("delete", &full, self.request(Method::DELETE, &full, &[], &[], Bytes::new()), &[200, 204, 404]).await?;
         Ok(())
+    }
+
+    /// DeleteObject with `If-Match` (atomic on AWS S3, which answers 412 when the object changed), after a HEAD that
+    /// skips the delete when the etag already differs (services that ignore `If-Match` on DELETE then only have the
+    /// window between the two requests).
+    async fn delete_if(&self, key: &str, etag: &str) -> Result<bool> {
+        let full = self.full_key(key);
+        let req = self.request(Method::HEAD, &full, &[], &[], Bytes::new());
+        let head = self.send("conditional delete check", &full, req, &[200, 404]).await?;
+        if head.status == 404 {
+            return Ok(true);
+        }
+        if head.header("etag") != Some(etag) {
+            return Ok(false);
+        }
+        let req = self.request(Method::DELETE, &full, &[], &[("if-match", etag)], Bytes::new());
+        let resp = self.send("conditional delete", &full, req, &[200, 204, 404, 412]).await?;
+        Ok(resp.status != 412)
     }
 
     async fn create_multipart(&self, key: &str) -> Result<String> {

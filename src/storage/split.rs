@@ -53,6 +53,10 @@ impl MetaStore for SplitMetaStore {
         self.store(key).delete(key).await
     }
 
+    async fn delete_if(&self, key: &str, version: &str) -> Result<bool> {
+        self.store(key).delete_if(key, version).await
+    }
+
     async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Vec<String>> {
         self.store(prefix).list(prefix, start_after, limit).await
     }

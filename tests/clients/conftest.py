@@ -406,7 +406,7 @@ def auth_clients(auth_registry, _auth_client_home):
 @pytest.fixture
 def repo(request):
     """`repo("name")` → a repository name unique to this test and run, e.g. `clients/name-1a2b3c4d`."""
-    test = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40]
+    test = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-")
     run = uuid.uuid4().hex[:8]
 
     def make(name: str = "img") -> str:
