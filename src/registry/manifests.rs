@@ -1,8 +1,14 @@
 //! Manifest push, pull and delete. A manifest is stored as a record in the metadata store: one JSON header line (media
 //! type, subject, digest) and then the client's exact bytes. A tag holds a copy of the record it points to, so a pull
 //! by tag — the hottest request of a registry — costs one read, and returns byte-for-byte what was pushed. (Records are
-//! immutable and a manifest delete removes the tags pointing at it first, so the copy never outlives the original.) A push is refused unless everything it references (config, layers, child manifests) is already in
-//! the repository; `subject` is exempt, as the spec allows referrers to arrive before what they refer to.
+//! immutable and a manifest delete removes the tags pointing at it first, so the copy never outlives the original.) A
+//! push is refused unless everything it references (config, layers, child manifests) is already in the repository,
+//! with the sizes the manifest declares; `subject` is exempt, as the spec allows referrers to arrive before what they
+//! refer to.
+//!
+//! A delete by digest removes the tags pointing at the manifest with a conditional delete on the version it read, so
+//! a tag moved to another manifest meanwhile (a concurrent PUT by tag) stays where it was moved: in either order of
+//! the two requests the tag ends at the new manifest.
 
 use super::{header, keys, Registry};
 use crate::api::{Body, Reply};

@@ -37,6 +37,12 @@
 //!   after a commit that replaced it, so no committed session ever points at a deleted tail.
 //! - *Two final PUTs*: one claims and finishes; the other gets 416, or 404 once the session is gone.
 //! - *A DELETE of the session while a request writes*: the writer's commit finds no session and answers 404.
+//! - *A store whose conditional writes are not atomic* (s3s-fs checks the condition, then writes): two claims can both
+//!   be told they won. On such stores the holder reads the session back before its first write that matters (a
+//!   part, a tail, a completion), by which time one claim has overwritten the other: the writer whose claim token is
+//!   gone answers 416 having written nothing. The commit of a PATCH and the last step of a PUT before it links the blob are compare-and-swaps
+//!   too. Each writer's bytes stay its own either way (a claim made with no multipart upload starts its own), so what
+//!   such a store could still cost is a second 202, never wrong bytes under a digest.
 //!
 //! ## A digest's record points at verified bytes only
 //! The final PUT verifies the digest from the saved hash state (SHA-512 by reading the assembled object back), and
@@ -102,6 +108,8 @@ struct Writer<'r> {
     old_tail: Option<String>,
     /// Whether no byte has arrived since the session was loaded (the saved tail is still the tail).
     unchanged_tail: bool,
+    /// Whether the claim has been read back (stores whose conditional writes are not atomic, see `verify_claim`).
+    verified: bool,
 }
 
 impl<'r> Writer<'r> {
@@ -120,7 +128,8 @@ impl<'r> Writer<'r> {
             }
         }
         let old_tail = session.tail_key.clone();
-        Ok(Writer { reg, name: name.clone(), stored: session.clone(), version, token, session, buf, old_tail, unchanged_tail: true })
+        let verified = reg.meta.atomic_conditional_writes();
+        Ok(Writer { reg, name: name.clone(), stored: session.clone(), version, token, session, buf, old_tail, unchanged_tail: true, verified })
     }
 
     fn key(&self) -> String {
@@ -133,16 +142,53 @@ impl<'r> Writer<'r> {
         self.stored.multipart_id = self.session.multipart_id.clone();
         self.stored.claim = Some(Claim { token: self.token.clone(), until: now + CLAIM_LEASE_SECS });
         self.stored.updated_at = now;
-        let condition = match &self.version {
+        let value = encode_session(&self.stored)?;
+        self.write_held(value).await
+    }
+
+    /// Write `value` over the stored session by compare-and-swap on our version. A failed condition is checked again
+    /// by claim token before it counts as lost: if the stored session still carries our claim, nobody else can have
+    /// written it, and the version only moved because a write of ours had an unknown outcome (it failed after the
+    /// store committed it) or the store reported another etag than the one it checks (s3s-fs under concurrent writes);
+    /// then the write is repeated on the version just read.
+    async fn write_held(&mut self, value: Bytes) -> Result<()> {
+        let key = self.key();
+        let mut condition = match &self.version {
             Some(v) => Precondition::Version(v.clone()),
             None => Precondition::Absent,
         };
-        match self.reg.meta.put_if(&self.key(), encode_session(&self.stored)?, &condition).await? {
-            Some(v) => {
+        for _ in 0..2 {
+            if let Some(v) = self.reg.meta.put_if(&key, value.clone(), &condition).await? {
                 self.version = Some(v);
+                return Ok(());
+            }
+            let Some(current) = self.reg.meta.get_versioned(&key).await? else { break };
+            let held = decode_session(&current.value).ok().and_then(|s| s.claim).is_some_and(|c| c.token == self.token);
+            if !held {
+                break;
+            }
+            condition = Precondition::Version(current.version);
+        }
+        Err(self.reg.lost_claim(&self.name, &self.session.id).await)
+    }
+
+    /// On a store whose conditional writes are not atomic, read the session back once before the first write that
+    /// matters: a second writer that was also told it won has, by now, overwritten one of the two claims, and the
+    /// writer whose claim token is gone stops here having written nothing. The token decides, not the version: such a
+    /// store may also report an etag that belongs to the other write.
+    async fn verify_claim(&mut self) -> Result<()> {
+        if self.verified || self.version.is_none() {
+            return Ok(());
+        }
+        let current = self.reg.meta.get_versioned(&self.key()).await?;
+        let held = current.as_ref().and_then(|c| decode_session(&c.value).ok()).and_then(|s| s.claim).map(|c| c.token);
+        match current {
+            Some(c) if held.as_deref() == Some(self.token.as_str()) => {
+                self.version = Some(c.version);
+                self.verified = true;
                 Ok(())
             }
-            None => Err(self.reg.lost_claim(&self.name, &self.session.id).await),
+            _ => Err(self.reg.lost_claim(&self.name, &self.session.id).await),
         }
     }
 
@@ -186,6 +232,7 @@ impl<'r> Writer<'r> {
     }
 
     async fn write_part(&mut self, data: Bytes) -> Result<()> {
+        self.verify_claim().await?;
         let key = self.session.staging_key();
         let upload_id = match &self.session.multipart_id {
             Some(id) => id.clone(),
@@ -219,6 +266,7 @@ impl<'r> Writer<'r> {
             let nonce = crate::spec::digest::to_hex(&self.reg.env.random_bytes()[..6]);
             (tail_len > 0).then(|| self.session.tail_key_at(self.session.offset - tail_len, tail_len, &nonce))
         };
+        self.verify_claim().await?;
         let written_tail = new_tail.clone().filter(|k| Some(k) != self.old_tail.as_ref());
         if let Some(key) = &written_tail {
             self.reg.objects.put(key, self.buf.split().freeze()).await?;
@@ -227,13 +275,18 @@ impl<'r> Writer<'r> {
         self.session.tail_len = tail_len;
         self.session.updated_at = now;
         self.session.claim = None;
-        let version = self.version.clone().ok_or_else(|| Error::storage("commit of an upload session that was never saved"))?;
-        let committed = self.reg.meta.put_if(&self.key(), encode_session(&self.session)?, &Precondition::Version(version)).await?;
-        if committed.is_none() {
-            if let Some(key) = &written_tail {
-                let _ = self.reg.objects.delete(key).await;
+        if self.version.is_none() {
+            return Err(Error::storage("commit of an upload session that was never saved"));
+        }
+        let value = encode_session(&self.session)?;
+        if let Err(e) = self.write_held(value).await {
+            if e.code == ErrorCode::RangeInvalid || e.code == ErrorCode::BlobUploadUnknown {
+                // Lost for certain: the tail written for this commit is referenced by nothing.
+                if let Some(key) = &written_tail {
+                    let _ = self.reg.objects.delete(key).await;
+                }
             }
-            return Err(self.reg.lost_claim(&self.name, &self.session.id).await);
+            return Err(e);
         }
         if let Some(old) = &self.old_tail {
             if Some(old) != self.session.tail_key.as_ref() {
@@ -269,6 +322,7 @@ impl<'r> Writer<'r> {
             }
         }
         self.renew_if_due().await?;
+        self.verify_claim().await?;
         let size = self.session.offset;
         // The global record says whether these bytes are already stored (another repository, an earlier push):
         // then this upload's copy is dropped and the repository links to the stored one.

@@ -442,6 +442,10 @@ impl ObjectStore for FaultyObjectStore {
         self.inner.presigned_suffix_ranges()
     }
 
+    fn atomic_conditional_writes(&self) -> bool {
+        self.inner.atomic_conditional_writes()
+    }
+
     fn min_part_size(&self) -> u64 {
         self.inner.min_part_size()
     }
@@ -479,6 +483,10 @@ impl MetaStore for FaultyMetaStore {
 
     async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Vec<String>> {
         read_call!(self.plan, StoreOp::MetaList, prefix, self.inner.list(prefix, start_after, limit))
+    }
+
+    fn atomic_conditional_writes(&self) -> bool {
+        self.inner.atomic_conditional_writes()
     }
 }
 

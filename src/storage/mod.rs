@@ -117,6 +117,11 @@ pub trait ObjectStore {
     fn presigned_suffix_ranges(&self) -> bool {
         true
     }
+    /// Whether [`ObjectStore::put_if`] checks its condition atomically with the write. AWS S3, R2, Azure and MinIO do;
+    /// some S3-compatible servers (s3s-fs) check and then write, so two writers can both be told they won.
+    fn atomic_conditional_writes(&self) -> bool {
+        true
+    }
     /// The smallest part size the backend accepts for all parts but the last.
     fn min_part_size(&self) -> u64 {
         1
@@ -155,4 +160,9 @@ pub trait MetaStore {
     /// Keys under `prefix` (which ends with `/`), in lexical order, strictly after `start_after` (a full key), at
     /// most `limit` of them.
     async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Vec<String>>;
+    /// Whether [`MetaStore::put_if`] is atomic (see [`ObjectStore::atomic_conditional_writes`]). Where it is not, the
+    /// registry reads a claim back before it acts on it.
+    fn atomic_conditional_writes(&self) -> bool {
+        true
+    }
 }

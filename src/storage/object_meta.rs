@@ -72,6 +72,10 @@ impl MetaStore for ObjectMetaStore {
         self.objects.delete_if(&self.object_key(key), version).await
     }
 
+    fn atomic_conditional_writes(&self) -> bool {
+        self.objects.atomic_conditional_writes()
+    }
+
     async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Vec<String>> {
         let full_prefix = format!("{}{prefix}", self.prefix);
         let start = start_after.map(|s| self.object_key(s));

@@ -60,6 +60,10 @@ impl MetaStore for SplitMetaStore {
     async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Vec<String>> {
         self.store(prefix).list(prefix, start_after, limit).await
     }
+
+    fn atomic_conditional_writes(&self) -> bool {
+        self.routed.atomic_conditional_writes() && self.rest.atomic_conditional_writes()
+    }
 }
 
 #[cfg(test)]
