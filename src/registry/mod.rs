@@ -24,6 +24,10 @@ use crate::storage::{MetaStore, ObjectStore};
 use http::{HeaderMap, Method, StatusCode};
 use std::rc::Rc;
 
+/// The most bytes of a refused request's body read before answering 401/403 (a monolithic layer upload can be large;
+/// beyond this the connection is closed instead).
+const AUTH_DRAIN_LIMIT: u64 = 16 * 1024 * 1024;
+
 /// What the core needs from its platform besides storage.
 pub trait Environment {
     /// Seconds since the Unix epoch.
@@ -107,7 +111,17 @@ impl Registry {
         }
         let route = route(parts.uri.path())?;
         let access = match &self.auth {
-            Some(auth) => auth.authorize(&info, &route, self.env.now_unix())?,
+            Some(auth) => match auth.authorize(&info, &route, self.env.now_unix()) {
+                Ok(access) => access,
+                Err(e) => {
+                    // Clients that try without credentials first (oras, docker) send the same request again on the
+                    // same connection: reading the refused body keeps that connection usable, where answering before
+                    // it would make the server close it under the retry. Bounded, like every drain.
+                    let mut body = body;
+                    body.drain(AUTH_DRAIN_LIMIT).await;
+                    return Err(e);
+                }
+            },
             None => Access::unrestricted(),
         };
         let query = Query::parse(parts.uri.query());
