@@ -395,6 +395,14 @@ impl<'r> Writer<'r> {
     }
 }
 
+/// Answer `error` to a request whose body was not read: read it first (bounded), because answering while the client
+/// still sends makes some front ends (wrangler's proxy, workerd) reset the connection instead of delivering the
+/// answer, and makes servers close a connection the client would reuse. The loser of a race then sees its 416.
+async fn refuse(mut body: Body, error: Error) -> Error {
+    body.drain(crate::api::body::DRAIN_LIMIT).await;
+    error
+}
+
 fn session_reply(status: StatusCode, name: &RepositoryName, session: &UploadSession) -> Reply {
     Reply::empty(status)
         .header("location", format!("/v2/{name}/blobs/uploads/{}", session.id))
@@ -543,9 +551,15 @@ impl Registry {
             }
         } else if let Some(d) = query.get("digest") {
             // Single-shot: the session is saved only if the body needs a multipart upload (see Writer::write_part).
-            let digest = Digest::parse(d)?;
+            let digest = match Digest::parse(d) {
+                Ok(d) => d,
+                Err(e) => return Err(refuse(body, e).await),
+            };
             let mut session = self.new_session(name);
-            let expected = announced_length(headers, name, &session)?;
+            let expected = match announced_length(headers, name, &session) {
+                Ok(n) => n,
+                Err(e) => return Err(refuse(body, e).await),
+            };
             let token = crate::spec::digest::to_hex(&self.env.random_bytes());
             session.claim = Some(Claim { token: token.clone(), until: self.env.now_unix() + CLAIM_LEASE_SECS });
             let mut writer = Writer::open(self, name, session, None, token).await?;
@@ -580,7 +594,10 @@ impl Registry {
             announced_length(headers, name, &session)?;
             return Ok(session_reply(StatusCode::ACCEPTED, name, &session));
         }
-        let (mut writer, expected) = self.claim(name, id, headers).await?;
+        let (mut writer, expected) = match self.claim(name, id, headers).await {
+            Ok(claimed) => claimed,
+            Err(e) => return Err(refuse(body, e).await),
+        };
         if let Err(e) = writer.write(body, expected).await {
             writer.release().await;
             return Err(e);
@@ -596,8 +613,15 @@ impl Registry {
     }
 
     pub(super) async fn finish_upload(&self, name: &RepositoryName, id: &str, query: &Query, headers: &HeaderMap, body: Body) -> Result<Reply> {
-        let digest = Digest::parse(query.get("digest").ok_or_else(|| Error::msg(ErrorCode::DigestInvalid, "digest query parameter missing"))?)?;
-        let (mut writer, expected) = self.claim(name, id, headers).await?;
+        let digest = match query.get("digest").map(Digest::parse) {
+            Some(Ok(d)) => d,
+            Some(Err(e)) => return Err(refuse(body, e).await),
+            None => return Err(refuse(body, Error::msg(ErrorCode::DigestInvalid, "digest query parameter missing")).await),
+        };
+        let (mut writer, expected) = match self.claim(name, id, headers).await {
+            Ok(claimed) => claimed,
+            Err(e) => return Err(refuse(body, e).await),
+        };
         if let Err(e) = writer.write(body, expected).await {
             writer.release().await;
             return Err(e);
