@@ -407,6 +407,12 @@ fn tag_syntax() {
     for bad in [too_long.as_str(), ".dot", "-dash", "semi;colon", "a+b"] {
         let r = put_manifest(&s, &repo, bad, OCI_MANIFEST, &img.bytes);
         r.expect_error(400, "TAG_INVALID");
+        // Nothing can be stored under a malformed tag: reading or deleting it is "unknown" (the conformance suite's
+        // `.INVALID_MANIFEST_NAME` case), not a client error.
+        let path = format!("/v2/{repo}/manifests/{bad}");
+        s.get(&path).expect_error(404, "MANIFEST_UNKNOWN");
+        s.head(&path).expect(404);
+        s.delete(&path).expect_error(404, "MANIFEST_UNKNOWN");
     }
 }
 

@@ -61,6 +61,19 @@ fn tag_target(raw: &Bytes) -> Result<TagTarget> {
     Digest::parse(s.trim()).map(TagTarget::Digest).map_err(|_| Error::storage("corrupt tag"))
 }
 
+/// A reference to something that may exist: a malformed tag names nothing that could ever have been stored, so a read
+/// or a delete of it answers 404 `MANIFEST_UNKNOWN` (what the OCI conformance suite expects); a push to it stays 400
+/// `TAG_INVALID`. A malformed digest stays 400 `DIGEST_INVALID`.
+fn parse_existing(reference: &str) -> Result<Reference> {
+    Reference::parse(reference).map_err(|e| {
+        if e.code == ErrorCode::TagInvalid {
+            Error::new(ErrorCode::ManifestUnknown).with_detail(reference.chars().take(200).collect::<String>())
+        } else {
+            e
+        }
+    })
+}
+
 fn decode_record(raw: Bytes) -> Result<ManifestRecord> {
     let nl = raw.iter().position(|&b| b == b'\n').ok_or_else(|| Error::storage("corrupt manifest record"))?;
     let header: RecordHeader = serde_json::from_slice(&raw[..nl]).map_err(|e| Error::storage(format!("corrupt manifest record: {e}")))?;
@@ -97,7 +110,7 @@ impl Registry {
     }
 
     pub(super) async fn get_manifest(&self, name: &RepositoryName, reference: &str) -> Result<Reply> {
-        let reference = Reference::parse(reference)?;
+        let reference = parse_existing(reference)?;
         let (digest, record) = self.resolve(name, &reference).await?;
         Ok(Reply::bytes(StatusCode::OK, &record.header.media_type, record.bytes)
             .header("docker-content-digest", digest.to_string())
@@ -187,7 +200,7 @@ impl Registry {
 
     pub(super) async fn delete_manifest(&self, name: &RepositoryName, reference: &str) -> Result<Reply> {
         self.require_delete_enabled()?;
-        let reference = Reference::parse(reference)?;
+        let reference = parse_existing(reference)?;
         let unknown = || Error::new(ErrorCode::ManifestUnknown).with_detail(reference.to_string());
         match &reference {
             Reference::Tag(t) => {
