@@ -24,8 +24,12 @@ pub struct Config {
     pub redirect: bool,
     /// Lifetime of presigned URLs in seconds (`PIER_REDIRECT_EXPIRY`, default 1200 like distribution's 20 min).
     pub redirect_expiry_secs: u64,
-    /// Access control (`REGISTRY_AUTH=htpasswd`, `PIER_AUTH_*`); `None`: everyone may do everything.
+    /// Access control (`REGISTRY_AUTH=htpasswd`, `PIER_AUTH_*`); `None`: no users, and then `anonymous_write` decides.
     pub auth: Option<AuthConfig>,
+    /// Without access control, whether anyone may write (push, delete): `PIER_ANONYMOUS_WRITE=true|false`. Unset
+    /// (`None`) the platform decides: refused on Workers and wasi:http hosts, allowed by `pier serve` on a loopback
+    /// address only. The core treats `None` as allowed (its own tests run without a platform).
+    pub anonymous_write: Option<bool>,
 }
 
 impl Default for Config {
@@ -37,6 +41,7 @@ impl Default for Config {
             redirect: true,
             redirect_expiry_secs: 1200,
             auth: None,
+            anonymous_write: None,
         }
     }
 }
@@ -122,6 +127,9 @@ impl Config {
         }
         if let Some(v) = lookup("PIER_REDIRECT_EXPIRY") {
             c.redirect_expiry_secs = parse_duration_secs("PIER_REDIRECT_EXPIRY", &v)?;
+        }
+        if let Some(v) = lookup("PIER_ANONYMOUS_WRITE") {
+            c.anonymous_write = Some(parse_bool("PIER_ANONYMOUS_WRITE", &v)?);
         }
         c.auth = AuthConfig::from_lookup(&lookup)?;
         Ok(c)

@@ -360,3 +360,19 @@ fn garbage_requests_never_cause_server_errors() {
         r.summary()
     );
 }
+
+#[test]
+fn without_users_anonymous_writes_can_be_refused_and_reads_stay_open() {
+    // PIER_ANONYMOUS_WRITE=false is what a deployment without users gets by default on Workers, wasi:http hosts and
+    // `pier serve` on a non-loopback address (tests bind loopback only, so the setting is given explicitly here).
+    let s = Server::start_with_env(&[("PIER_ANONYMOUS_WRITE", "false")], &[]);
+    s.get("/v2/").expect(200);
+    let r = s.post("/v2/locked/blobs/uploads/");
+    r.expect_error(401, "UNAUTHORIZED");
+    assert!(r.text().contains("PIER_ANONYMOUS_WRITE"), "the message names the setting: {}", r.text());
+    let body = vec![7u8; 5000];
+    s.post_bytes(&format!("/v2/locked/blobs/uploads/?digest={}", sha256(&body)), &body).expect_error(401, "UNAUTHORIZED");
+    s.delete("/v2/locked/manifests/latest").expect_error(401, "UNAUTHORIZED");
+    s.get("/v2/locked/tags/list").expect_error(404, "NAME_UNKNOWN");
+    assert!(s.stderr_text().contains("writes are refused"), "the server says which mode it runs in: {}", s.stderr_text());
+}

@@ -25,7 +25,8 @@ const USAGE: &str = "usage: pier serve [--addr HOST:PORT] [--root DIR | --memory
   --upload-expiry  idle upload sessions expire after this (env PIER_UPLOAD_EXPIRY; default 24h)
 
 Access control: REGISTRY_AUTH=htpasswd with REGISTRY_AUTH_HTPASSWD_PATH=FILE, rules in PIER_AUTH_RULES_PATH=FILE
-(see the README, section Access control).
+(see the README, section Access control). Without it, writes are allowed only on a loopback address unless
+PIER_ANONYMOUS_WRITE=true (or =false to refuse them there too).
 
 usage: pier htpasswd [--cost N] USER    read a password from stdin, print an htpasswd line (bcrypt, default cost 10)
 ";
@@ -120,6 +121,20 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
                 config.upload_expiry_secs = parse_duration_secs("--upload-expiry", &value("--upload-expiry")?).map_err(|e| e.to_string())?
             }
             other => return Err(format!("unknown option {other}")),
+        }
+    }
+    if config.auth.is_none() && config.anonymous_write.is_none() {
+        // Open on a loopback address (a developer's machine); anywhere else, writes need users or an explicit opt-in.
+        let loopback = addr.parse::<std::net::SocketAddr>().map(|a| a.ip().is_loopback()).unwrap_or(addr.starts_with("localhost:"));
+        config.anonymous_write = Some(loopback);
+    }
+    if config.auth.is_none() {
+        match config.anonymous_write {
+            Some(true) => eprintln!("pier: no access control: anyone who can reach {addr} may push and delete"),
+            _ => eprintln!(
+                "pier: no access control: reads are open, writes are refused (configure REGISTRY_AUTH=htpasswd, or set \
+                 PIER_ANONYMOUS_WRITE=true for an open registry)"
+            ),
         }
     }
     Ok(Options { addr, storage, config })

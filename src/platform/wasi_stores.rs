@@ -18,7 +18,9 @@ pub fn build_registry(
     env: Rc<dyn Environment>,
 ) -> Result<Registry, Error> {
     let unavailable = |m: String| Error::msg(ErrorCode::Unavailable, m);
-    let config = Config::from_lookup(&lookup).map_err(|e| unavailable(e.to_string()))?;
+    let mut config = Config::from_lookup(&lookup).map_err(|e| unavailable(e.to_string()))?;
+    // Safe by default, as on Workers: without users nobody may write unless PIER_ANONYMOUS_WRITE=true.
+    config.anonymous_write.get_or_insert(false);
     if config.auth.as_ref().is_some_and(|a| a.token_secret.is_none()) {
         // Each instance would sign with its own random key, and a token from one would fail on the next.
         return Err(unavailable("configuration setting PIER_AUTH_TOKEN_SECRET: required with access control on wasi:http hosts".into()));

@@ -132,7 +132,10 @@ fn configured_stores(env: &Env) -> Result<Option<(Rc<dyn ObjectStore>, Rc<dyn Me
 
 fn build_registry(env: &Env) -> Result<Registry, Error> {
     let unavailable = |m: String| Error::msg(ErrorCode::Unavailable, m);
-    let config = Config::from_lookup(|k| setting(env, k)).map_err(|e| unavailable(e.to_string()))?;
+    let mut config = Config::from_lookup(|k| setting(env, k)).map_err(|e| unavailable(e.to_string()))?;
+    // Safe by default: a deployed Worker is on the internet, so without users nobody may write unless the operator
+    // says so (PIER_ANONYMOUS_WRITE=true).
+    config.anonymous_write.get_or_insert(false);
     if config.auth.as_ref().is_some_and(|a| a.token_secret.is_none()) {
         // Each isolate would sign with its own random key, and a token from one would fail on the next.
         return Err(unavailable(

@@ -28,6 +28,11 @@ use std::rc::Rc;
 /// beyond this the connection is closed instead).
 const AUTH_DRAIN_LIMIT: u64 = 16 * 1024 * 1024;
 
+/// Whether a request changes the registry (uploads, manifest and tag pushes, deletes).
+fn is_write(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
 /// What the core needs from its platform besides storage.
 pub trait Environment {
     /// Seconds since the Unix epoch.
@@ -110,6 +115,15 @@ impl Registry {
             }
         }
         let route = route(parts.uri.path())?;
+        if self.auth.is_none() && self.config.anonymous_write == Some(false) && is_write(&parts.method) {
+            let mut body = body;
+            body.drain(AUTH_DRAIN_LIMIT).await;
+            return Err(Error::msg(
+                ErrorCode::Unauthorized,
+                "this registry has no users, and anonymous writes are off: configure access control \
+                 (REGISTRY_AUTH=htpasswd with PIER_AUTH_HTPASSWD) or set PIER_ANONYMOUS_WRITE=true for an open registry",
+            ));
+        }
         let access = match &self.auth {
             Some(auth) => match auth.authorize(&info, &route, self.env.now_unix()) {
                 Ok(access) => access,
