@@ -541,3 +541,50 @@ fn tags_list_last_need_not_be_an_existing_tag() {
     assert_eq!(strings(&r.json()["tags"]), ["bb"]);
     assert_link(&r, &format!("/v2/{repo}/tags/list"), 1, "bb");
 }
+
+/// Many referrers come in pages of a bounded size (one list call and one read per referrer each), linked with
+/// `Link: <…>; rel="next"`; following the links lists every referrer exactly once, with the filter carried along.
+#[test]
+fn referrers_are_paginated_with_link_headers() {
+    let s = Server::start();
+    let repo = unique("refpages");
+    let img = push_image(&s, &repo, "v1", unique_seed());
+    let subject = img.descriptor();
+    let mut pushed = std::collections::BTreeSet::new();
+    for i in 0..37 {
+        let kind = if i % 3 == 0 { "application/vnd.example.sbom" } else { "application/vnd.example.sig" };
+        let (d, _) = push_artifact(&s, &repo, kind, Some(&subject), None, unique_seed() ^ i);
+        pushed.insert(d);
+    }
+    let walk = |query: &str| {
+        let mut seen = Vec::new();
+        let mut next = Some(format!("/v2/{repo}/referrers/{}{query}", img.digest));
+        let mut pages = 0;
+        while let Some(target) = next.take() {
+            let r = s.get(&target);
+            r.expect(200);
+            let v = r.json();
+            let list = v["manifests"].as_array().expect("manifests").clone();
+            assert!(list.len() <= 32, "a page holds at most 32 referrers, got {}", list.len());
+            seen.extend(list.iter().map(|d| d["digest"].as_str().unwrap().to_string()));
+            if let Some(link) = r.header("link") {
+                let start = link.find('<').unwrap() + 1;
+                let end = link.find('>').unwrap();
+                assert!(link.ends_with("rel=\"next\""), "{link}");
+                next = Some(link[start..end].to_string());
+            }
+            pages += 1;
+            assert!(pages < 10, "pagination does not end");
+        }
+        (seen, pages)
+    };
+    let (seen, pages) = walk("");
+    assert!(pages >= 2, "37 referrers fit no single page");
+    let unique: std::collections::BTreeSet<String> = seen.iter().cloned().collect();
+    assert_eq!(seen.len(), unique.len(), "no referrer listed twice");
+    assert_eq!(unique, pushed);
+    let (sboms, _) = walk("?artifactType=application/vnd.example.sbom");
+    assert_eq!(sboms.len(), 13, "{sboms:?}");
+    let (few, _) = walk("?n=5");
+    assert_eq!(few.len(), 37);
+}

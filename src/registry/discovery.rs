@@ -1,5 +1,6 @@
 //! Content discovery: tag listing, the catalog and the referrers API. Listings come straight from the metadata
-//! store's ordered prefix listing, so pages are lexical and `last` is simply "start after this key".
+//! store's ordered prefix listing, so pages are lexical and `last` is simply "start after this key". Tags and the
+//! catalog cost one list call per page; referrers one list call plus one read per referrer on the page.
 
 use super::{keys, Query, Registry};
 use crate::api::Reply;
@@ -9,8 +10,12 @@ use crate::spec::media_types::OCI_INDEX;
 use crate::spec::pagination::{next_link, Page};
 use crate::spec::{Digest, RepositoryName};
 use bytes::Bytes;
+use futures::future::try_join_all;
 use http::StatusCode;
 use serde_json::json;
+
+/// The most referrers one page of the referrers API returns.
+pub const REFERRERS_PAGE: usize = 32;
 
 impl Registry {
     /// One page of the entries under `prefix` (returned without it), and whether more remain.
@@ -57,26 +62,42 @@ impl Registry {
         Ok(Self::paged(body, "/v2/_catalog", &page, repos.last(), more))
     }
 
+    /// One page of the referrers of a subject: one list call and one read per referrer returned, at most
+    /// [`REFERRERS_PAGE`] of them, so a request stays within a small constant number of store calls however many
+    /// referrers the subject has (the Workers Free plan allows 50 subrequests per invocation). Further pages follow
+    /// the `Link` header, as the spec allows (`n` asks for fewer; `last` is the page cursor).
     pub(super) async fn referrers(&self, name: &RepositoryName, digest: &str, query: &Query) -> Result<Reply> {
         let subject = Digest::parse(digest)?;
         let filter = query.get("artifactType").filter(|t| !t.is_empty());
+        let page = Page::from_query(query.get("n"), query.get("last"))?;
+        let limit = page.n.unwrap_or(REFERRERS_PAGE).min(REFERRERS_PAGE);
         let prefix = keys::referrers_prefix(name, &subject);
+        let (entries, more) = if limit == 0 {
+            (Vec::new(), false)
+        } else {
+            self.page(&prefix, &Page { n: Some(limit), last: page.last.clone() }).await?
+        };
+        let reads = entries.iter().map(|e| {
+            let key = format!("{prefix}{e}");
+            async move { self.meta.get(&key).await }
+        });
         let mut manifests = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self.meta.list(&prefix, after.as_deref(), 1000).await?;
-            let Some(last) = page.last().cloned() else { break };
-            for key in &page {
-                let Some(raw) = self.meta.get(key).await? else { continue };
-                let d: Descriptor = serde_json::from_slice(&raw).map_err(|e| Error::storage(format!("corrupt referrer: {e}")))?;
-                if filter.is_none_or(|f| d.artifact_type.as_deref() == Some(f)) {
-                    manifests.push(d);
-                }
+        for raw in try_join_all(reads).await?.into_iter().flatten() {
+            let d: Descriptor = serde_json::from_slice(&raw).map_err(|e| Error::storage(format!("corrupt referrer: {e}")))?;
+            if filter.is_none_or(|f| d.artifact_type.as_deref() == Some(f)) {
+                manifests.push(d);
             }
-            after = Some(last);
         }
         let body = json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests });
-        let reply = Reply::bytes(StatusCode::OK, OCI_INDEX, Bytes::from(body.to_string()));
+        let mut reply = Reply::bytes(StatusCode::OK, OCI_INDEX, Bytes::from(body.to_string()));
+        if let (true, Some(last)) = (more, entries.last()) {
+            let enc = |v: &str| form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+            let mut link = format!("</v2/{name}/referrers/{subject}?n={limit}&last={}", enc(last));
+            if let Some(f) = filter {
+                link.push_str(&format!("&artifactType={}", enc(f)));
+            }
+            reply = reply.header("link", format!("{link}>; rel=\"next\""));
+        }
         Ok(match filter {
             Some(_) => reply.header("oci-filters-applied", "artifactType"),
             None => reply,
