@@ -124,7 +124,7 @@ impl<'r> Writer<'r> {
                 buf.extend_from_slice(&chunk?);
             }
             if buf.len() as u64 != session.tail_len {
-                return Err(Error::storage("upload tail has the wrong size"));
+                return Err(Error::parts_mismatch("the upload's tail has the wrong size"));
             }
         }
         let old_tail = session.tail_key.clone();
