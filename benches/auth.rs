@@ -65,10 +65,12 @@ fn push_image(reg: &Registry, auth: Option<&str>) {
         assert_eq!(call(reg, Method::POST, &uri, auth, Body::Full(Bytes::copy_from_slice(data))).status(), StatusCode::CREATED);
         digest
     };
-    let config = blob(b"{\"architecture\":\"amd64\",\"os\":\"linux\"}");
+    let config_bytes = b"{\"architecture\":\"amd64\",\"os\":\"linux\"}";
+    let config = blob(config_bytes);
     let layer = blob(&[7u8; 4096]);
     let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":38}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer}","size":4096}}]}}"#
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer}","size":4096}}]}}"#,
+        config_bytes.len()
     );
     let mut put = Request::new(Body::Full(Bytes::from(manifest)));
     *put.method_mut() = Method::PUT;

@@ -58,10 +58,13 @@ fn push_blob(reg: &Registry, data: &[u8]) -> String {
 
 fn pull_paths(c: &mut Criterion) {
     let reg = registry();
-    let config = push_blob(&reg, b"{\"architecture\":\"amd64\",\"os\":\"linux\"}");
+    let config_bytes = b"{\"architecture\":\"amd64\",\"os\":\"linux\"}";
+    let config = push_blob(&reg, config_bytes);
     let layer = push_blob(&reg, &vec![7u8; 4096]);
+    // Descriptor sizes must be the stored sizes (the registry refuses a manifest whose sizes are wrong).
     let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":38}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer}","size":4096}}]}}"#
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer}","size":4096}}]}}"#,
+        config_bytes.len()
     );
     let mut put = req(Method::PUT, "/v2/bench/app/manifests/latest", Body::Full(Bytes::from(manifest)));
     put.headers_mut().insert("content-type", http::HeaderValue::from_static("application/vnd.oci.image.manifest.v1+json"));
