@@ -587,13 +587,9 @@ impl Registry {
         Ok(session_reply(StatusCode::NO_CONTENT, name, &session))
     }
 
-    pub(super) async fn patch_upload(&self, name: &RepositoryName, id: &str, headers: &HeaderMap, body: Body) -> Result<Reply> {
-        if header(headers, "content-length").is_some_and(|v| v.trim() == "0") {
-            // An empty chunk changes nothing: answer where the session stands without claiming it.
-            let (session, _) = self.load_session(name, id).await?;
-            announced_length(headers, name, &session)?;
-            return Ok(session_reply(StatusCode::ACCEPTED, name, &session));
-        }
+    /// Claim session `id` and stream the request's body into it. A refused claim reads the body first (see
+    /// [`refuse`]); a failed write gives the claim back.
+    async fn claim_and_write(&self, name: &RepositoryName, id: &str, headers: &HeaderMap, body: Body) -> Result<Writer<'_>> {
         let (mut writer, expected) = match self.claim(name, id, headers).await {
             Ok(claimed) => claimed,
             Err(e) => return Err(refuse(body, e).await),
@@ -602,6 +598,17 @@ impl Registry {
             writer.release().await;
             return Err(e);
         }
+        Ok(writer)
+    }
+
+    pub(super) async fn patch_upload(&self, name: &RepositoryName, id: &str, headers: &HeaderMap, body: Body) -> Result<Reply> {
+        if header(headers, "content-length").is_some_and(|v| v.trim() == "0") {
+            // An empty chunk changes nothing: answer where the session stands without claiming it.
+            let (session, _) = self.load_session(name, id).await?;
+            announced_length(headers, name, &session)?;
+            return Ok(session_reply(StatusCode::ACCEPTED, name, &session));
+        }
+        let writer = self.claim_and_write(name, id, headers, body).await?;
         let token = writer.token.clone();
         match writer.commit(self.env.now_unix()).await {
             Ok(session) => Ok(session_reply(StatusCode::ACCEPTED, name, &session)),
@@ -618,14 +625,7 @@ impl Registry {
             Some(Err(e)) => return Err(refuse(body, e).await),
             None => return Err(refuse(body, Error::msg(ErrorCode::DigestInvalid, "digest query parameter missing")).await),
         };
-        let (mut writer, expected) = match self.claim(name, id, headers).await {
-            Ok(claimed) => claimed,
-            Err(e) => return Err(refuse(body, e).await),
-        };
-        if let Err(e) = writer.write(body, expected).await {
-            writer.release().await;
-            return Err(e);
-        }
+        let writer = self.claim_and_write(name, id, headers, body).await?;
         let token = writer.token.clone();
         if let Err(e) = writer.finish(name, &digest, true, self.env.now_unix()).await {
             self.release_claim(id, &token).await;
