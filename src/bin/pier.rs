@@ -5,12 +5,13 @@ use pier::auth::htpasswd::hash_password;
 use pier::auth::token::Secret;
 use pier::config::{parse_bool, parse_duration_secs, parse_size, Config};
 use std::collections::HashMap;
-use pier::platform::native::{build_registry, serve, Storage};
+use pier::platform::native::{build_registry, serve, ServeOptions, Storage};
 use pier::storage::config::StorageConfig;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::rc::Rc;
+use std::time::Duration;
 
 const USAGE: &str = "usage: pier serve [--addr HOST:PORT] [--root DIR | --memory] [--no-delete]
                   [--part-size BYTES] [--upload-expiry DURATION]
@@ -35,6 +36,7 @@ struct Options {
     addr: String,
     storage: Storage,
     config: Config,
+    serve: ServeOptions,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -137,7 +139,22 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             ),
         }
     }
-    Ok(Options { addr, storage, config })
+    let mut serve = ServeOptions::default();
+    if let Some(v) = env("PIER_HTTP_HEADER_TIMEOUT") {
+        serve.header_timeout = Duration::from_secs(parse_duration_secs("PIER_HTTP_HEADER_TIMEOUT", &v).map_err(|e| e.to_string())?);
+    }
+    if let Some(v) = env("PIER_HTTP_BODY_TIMEOUT") {
+        serve.body_timeout = Duration::from_secs(parse_duration_secs("PIER_HTTP_BODY_TIMEOUT", &v).map_err(|e| e.to_string())?);
+    }
+    if let Some(v) = env("PIER_HTTP_MAX_CONNECTIONS") {
+        serve.max_connections = v
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("configuration setting PIER_HTTP_MAX_CONNECTIONS: expected a positive number, got {v:?}"))?;
+    }
+    Ok(Options { addr, storage, config, serve })
 }
 
 fn main() -> ExitCode {
@@ -190,7 +207,7 @@ fn main() -> ExitCode {
         let local_addr = listener.local_addr().map_err(|e| e.to_string())?;
         println!("pier listening on http://{local_addr}");
         let _ = std::io::stdout().flush();
-        serve(listener, Rc::new(registry)).await.map_err(|e| e.to_string())
+        serve(listener, Rc::new(registry), opts.serve).await.map_err(|e| e.to_string())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

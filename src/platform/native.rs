@@ -1,6 +1,10 @@
 //! The native adapter: a hyper HTTP/1.1 server hosting the core, with filesystem or in-memory storage. The core's
 //! futures are not `Send` (they are not on wasm either), so connections run as local tasks on one thread; hashing
 //! runs at native speed, which keeps one thread ahead of a local disk and network.
+//!
+//! A slow or idle client must not hold the server: request headers must arrive within a time limit, a request body
+//! that stops arriving ends its request (an upload then keeps its last good offset), and the number of connections
+//! served at once is capped (further ones wait in the listen backlog). See [`ServeOptions`].
 
 use crate::api::{Body, Request, Response};
 use crate::config::Config;
@@ -17,7 +21,7 @@ use http_body_util::BodyStream;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::io;
 use std::path::PathBuf;
@@ -121,15 +125,46 @@ impl hyper::body::Body for HyperBody {
     }
 }
 
-fn into_core(req: hyper::Request<Incoming>) -> Request {
+fn into_core(req: hyper::Request<Incoming>, body_timeout: Duration) -> Request {
     let (parts, incoming) = req.into_parts();
-    let stream = BodyStream::new(incoming).filter_map(|frame| async move {
+    let frames = BodyStream::new(incoming).filter_map(|frame| async move {
         match frame {
             Ok(f) => f.into_data().ok().map(Ok),
             Err(e) => Some(Err(Error::msg(ErrorCode::BlobUploadInvalid, "request body interrupted").with_detail(e.to_string()))),
         }
     });
+    // Each chunk must arrive within `body_timeout` of the previous one; a stalled body ends with an error (and the
+    // stream ends after it).
+    let stream = futures::stream::unfold(Some(Box::pin(frames)), move |state| async move {
+        let mut frames = state?;
+        match tokio::time::timeout(body_timeout, frames.next()).await {
+            Ok(Some(item)) => Some((item, Some(frames))),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(Error::msg(ErrorCode::BlobUploadInvalid, "request body stalled")
+                    .with_detail(format!("no bytes for {} s", body_timeout.as_secs()))),
+                None,
+            )),
+        }
+    });
     Request::from_parts(parts, Body::Stream(Box::pin(stream)))
+}
+
+/// Limits that keep slow or idle clients from holding the server.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    /// Time a client has to send a request's headers (`PIER_HTTP_HEADER_TIMEOUT`, default 30 s).
+    pub header_timeout: Duration,
+    /// Longest pause between two pieces of a request body (`PIER_HTTP_BODY_TIMEOUT`, default 60 s).
+    pub body_timeout: Duration,
+    /// Connections served at once (`PIER_HTTP_MAX_CONNECTIONS`, default 512); more wait to be accepted.
+    pub max_connections: usize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions { header_timeout: Duration::from_secs(30), body_timeout: Duration::from_secs(60), max_connections: 512 }
+    }
 }
 
 fn into_hyper(resp: Response) -> hyper::Response<HyperBody> {
@@ -138,7 +173,8 @@ fn into_hyper(resp: Response) -> hyper::Response<HyperBody> {
 }
 
 /// Serve `registry` on `listener` until the process ends. Must run inside a `tokio::task::LocalSet`.
-pub async fn serve(listener: TcpListener, registry: Rc<Registry>) -> io::Result<()> {
+pub async fn serve(listener: TcpListener, registry: Rc<Registry>, options: ServeOptions) -> io::Result<()> {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(options.max_connections.max(1)));
     let purger = registry.clone();
     let every = Duration::from_secs((purger.config().upload_expiry_secs / 4).clamp(60, 3600));
     tokio::task::spawn_local(async move {
@@ -152,6 +188,8 @@ pub async fn serve(listener: TcpListener, registry: Rc<Registry>) -> io::Result<
         }
     });
     loop {
+        // A connection slot first: beyond the limit, clients wait in the kernel's backlog rather than in memory here.
+        let Ok(slot) = slots.clone().acquire_owned().await else { return Ok(()) };
         let (stream, _) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
@@ -166,10 +204,17 @@ pub async fn serve(listener: TcpListener, registry: Rc<Registry>) -> io::Result<
         tokio::task::spawn_local(async move {
             let service = service_fn(move |req: hyper::Request<Incoming>| {
                 let registry = registry.clone();
-                async move { Ok::<_, Infallible>(into_hyper(registry.handle(into_core(req)).await)) }
+                async move { Ok::<_, Infallible>(into_hyper(registry.handle(into_core(req, options.body_timeout)).await)) }
             });
-            // Connection errors (clients hanging up, a TLS hello on the plain port) concern only that client.
-            let _ = http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), service).await;
+            // Connection errors (clients hanging up, a TLS hello on the plain port, a header timeout) concern only that
+            // client.
+            let _ = http1::Builder::new()
+                .keep_alive(true)
+                .timer(TokioTimer::new())
+                .header_read_timeout(options.header_timeout)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            drop(slot);
         });
     }
 }
