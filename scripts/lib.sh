@@ -6,6 +6,20 @@ step() { printf '\n==> %s\n' "$*"; }
 note() { printf '    %s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
+# cargo-fuzz for scripts/fuzz parsers (0.13 builds with rustc 1.95; it needs nightly flags, given by RUSTC_BOOTSTRAP=1).
+CARGO_FUZZ_VERSION=0.13.2
+
+# cargo_tool BIN CRATE VERSION [--locked]: install a cargo binary unless that version is already installed.
+cargo_tool() {
+  local bin="$1" crate="$2" version="$3" locked="${4:-}"
+  if command -v "$bin" >/dev/null && "$bin" --version 2>/dev/null | grep -qw -- "$version"; then
+    note "$crate $version present"
+  else
+    note "cargo install $crate $version (first time only; several minutes on 2 cores)"
+    cargo install "$crate" --version "$version" $locked
+  fi
+}
+
 # apt_install PKG...: install the Debian packages that are missing (runs apt-get update once per call).
 apt_install() {
   local missing=()

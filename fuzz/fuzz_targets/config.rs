@@ -1,0 +1,40 @@
+//! Configuration: any set of settings gives a configuration or an error naming a known setting, never a panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use pier::config::Config;
+
+const SETTINGS: &[&str] = &[
+    "REGISTRY_STORAGE_DELETE_ENABLED",
+    "REGISTRY_STORAGE_REDIRECT_DISABLE",
+    "PIER_UPLOAD_EXPIRY",
+    "PIER_UPLOAD_PART_SIZE",
+    "PIER_REDIRECT_EXPIRY",
+    "PIER_ANONYMOUS_WRITE",
+    "REGISTRY_AUTH",
+    "REGISTRY_AUTH_HTPASSWD_PATH",
+    "REGISTRY_AUTH_HTPASSWD_REALM",
+    "PIER_AUTH_HTPASSWD",
+    "PIER_AUTH_RULES",
+    "PIER_AUTH_TOKEN_SECRET",
+    "PIER_AUTH_ISSUER",
+    "PIER_AUTH_SERVICE",
+    "PIER_AUTH_REALM",
+    "PIER_AUTH_TOKEN_EXPIRY",
+    "PIER_AUTH_CACHE_TTL",
+];
+
+fuzz_target!(|settings: Vec<(u8, String)>| {
+    let lookup = |k: &str| {
+        settings.iter().rev().find(|(i, _)| SETTINGS[*i as usize % SETTINGS.len()] == k).map(|(_, v)| v.clone())
+    };
+    match Config::from_lookup(lookup) {
+        Ok(c) => {
+            assert!(c.part_size > 0);
+            if let Some(a) = &c.auth {
+                assert!(a.token_expiry_secs > 0);
+            }
+        }
+        Err(e) => assert!(SETTINGS.contains(&e.setting.as_str()), "{e}"),
+    }
+});
