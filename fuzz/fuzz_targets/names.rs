@@ -1,9 +1,10 @@
-//! Repository names, tags, references and digests: never a panic, errors are 4xx, and what parses prints back to
-//! the same text and parses again to an equal value.
+//! Repository names, tags, references, digests and the `n`/`last` of listings: never a panic, errors are 4xx, and
+//! what parses prints back to the same text and parses again to an equal value.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use pier::spec::name::MAX_NAME_LEN;
+use pier::spec::pagination::{Page, MAX_PAGE};
 use pier::spec::{Algorithm, Digest, Reference, RepositoryName, Tag};
 
 fuzz_target!(|data: &[u8]| {
@@ -36,6 +37,10 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(r.to_string(), s);
             assert_eq!(Reference::parse(&r.to_string()).ok(), Some(r));
         }
+        Err(e) => assert!(e.status().is_client_error(), "{s:?}: {e:?}"),
+    }
+    match Page::from_query(Some(s), Some(s)) {
+        Ok(p) => assert!(p.limit() <= MAX_PAGE && p.last.as_deref() == Some(s)),
         Err(e) => assert!(e.status().is_client_error(), "{s:?}: {e:?}"),
     }
 });

@@ -33,6 +33,8 @@ const TYPES: &[&str] = &[OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFE
 #[derive(Debug, arbitrary::Arbitrary)]
 struct Input {
     auth: bool,
+    /// With access control: the service (tokens' audience) is the request's Host rather than configured.
+    service_from_host: bool,
     no_rename: bool,
     delete_disabled: bool,
     /// Multipart part size 1..=256 bytes (0: the default), so chunked uploads span several parts.
@@ -116,8 +118,18 @@ enum Val {
     Repo(u8),
     Type(u8),
     Num(u64),
+    Host,
     Auth(Auth),
-    Range(u32, Option<u32>),
+    /// `a-b` (a chunk's Content-Range).
+    Chunk(u32, u32),
+    /// The Content-Range of this body appended to the current upload.
+    NextChunk,
+    /// The digest of everything sent to the current upload, this body included.
+    UploadDigest,
+    /// `bytes=a-b` or `bytes=a-` (a blob GET's Range).
+    Bytes(u32, Option<u32>),
+    /// `bytes=-n`
+    Suffix(u32),
 }
 
 #[derive(Debug, arbitrary::Arbitrary)]
@@ -168,6 +180,13 @@ impl Environment for Env {
     }
 }
 
+/// `PIER_FUZZ_TRACE=1`: print each request and its status (to see what a corpus reaches:
+/// `PIER_FUZZ_TRACE=1 fuzz/target/*/release/registry -runs=0 fuzz/corpus/registry`).
+fn trace() -> bool {
+    static T: OnceLock<bool> = OnceLock::new();
+    *T.get_or_init(|| std::env::var_os("PIER_FUZZ_TRACE").is_some())
+}
+
 fn alice_hash() -> &'static str {
     static H: OnceLock<String> = OnceLock::new();
     H.get_or_init(|| hash_password(b"alice-pw", 4, [7; 16]).expect("cost 4"))
@@ -178,6 +197,8 @@ fn alice_hash() -> &'static str {
 struct Seen {
     location: Option<String>,
     digests: Vec<String>,
+    /// What the upload last started has accepted (a POST 202 starts empty; each PATCH 202 adds its body).
+    upload: Vec<u8>,
 }
 
 impl Seen {
@@ -190,8 +211,13 @@ impl Seen {
             Val::Repo(i) => REPOS[*i as usize % REPOS.len()].into(),
             Val::Type(i) => TYPES[*i as usize % TYPES.len()].into(),
             Val::Num(n) => n.to_string(),
-            Val::Range(a, Some(b)) => format!("{a}-{b}"),
-            Val::Range(a, None) => format!("bytes={a}-"),
+            Val::Host => SERVICE.into(),
+            Val::Chunk(a, b) => format!("{a}-{b}"),
+            Val::NextChunk => format!("{}-{}", self.upload.len(), (self.upload.len() + body.len()).saturating_sub(1)),
+            Val::UploadDigest => Algorithm::Sha256.digest(&[&self.upload[..], body].concat()).to_string(),
+            Val::Bytes(a, Some(b)) => format!("bytes={a}-{b}"),
+            Val::Bytes(a, None) => format!("bytes={a}-"),
+            Val::Suffix(n) => format!("bytes=-{n}"),
             Val::Auth(a) => auth(a, now),
         }
     }
@@ -281,7 +307,9 @@ fn registry(input: &Input, env: Rc<Env>) -> Registry {
         vars.push(("PIER_AUTH_HTPASSWD", format!("alice:{}\n", alice_hash())));
         vars.push(("PIER_AUTH_RULES", RULES.into()));
         vars.push(("PIER_AUTH_TOKEN_SECRET", SECRET.into()));
-        vars.push(("PIER_AUTH_SERVICE", SERVICE.into()));
+        if !input.service_from_host {
+            vars.push(("PIER_AUTH_SERVICE", SERVICE.into()));
+        }
     }
     let mut config = Config::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())).expect("fuzz configuration");
     config.delete_enabled = !input.delete_disabled;
@@ -291,6 +319,38 @@ fn registry(input: &Input, env: Rc<Env>) -> Registry {
     }
     let objects = if input.no_rename { MemoryObjectStore::without_rename() } else { MemoryObjectStore::new() };
     Registry::new(Rc::new(objects), Rc::new(MemoryMetaStore::new()), config, env)
+}
+
+/// An answer read to its end.
+struct Answer {
+    status: http::StatusCode,
+    headers: http::HeaderMap,
+    body: Vec<u8>,
+}
+
+/// Send one request (its body whole, or in `chunks` pieces) and read the answer's body to its end.
+fn send(reg: &Registry, method: http::Method, uri: &http::Uri, headers: &http::HeaderMap, body: &[u8], chunks: u8) -> Answer {
+    let request_body = if chunks == 0 || body.is_empty() {
+        Body::Full(Bytes::copy_from_slice(body))
+    } else {
+        let size = body.len().div_ceil(chunks as usize).max(1);
+        let parts: Vec<pier::error::Result<Bytes>> = body.chunks(size).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+        Body::Stream(Box::pin(futures::stream::iter(parts)))
+    };
+    let mut r = Request::new(request_body);
+    *r.method_mut() = method.clone();
+    *r.uri_mut() = uri.clone();
+    *r.headers_mut() = headers.clone();
+    let resp = block_on(reg.handle(r));
+    let (parts, mut b) = resp.into_parts();
+    let mut out = Vec::new();
+    while let Some(chunk) = block_on(b.next_chunk()) {
+        match chunk {
+            Ok(c) => out.extend_from_slice(&c),
+            Err(e) => panic!("{method} {uri}: the body failed after {} bytes: {e:?}", out.len()),
+        }
+    }
+    Answer { status: parts.status, headers: parts.headers, body: out }
 }
 
 fuzz_target!(|input: Input| {
@@ -343,16 +403,7 @@ fuzz_target!(|input: Input| {
                 Err(_) => continue,
             },
         };
-        let request_body = if req.chunks == 0 || body.is_empty() {
-            Body::Full(Bytes::from(body.clone()))
-        } else {
-            let size = body.len().div_ceil(req.chunks as usize).max(1);
-            let chunks: Vec<pier::error::Result<Bytes>> = body.chunks(size).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
-            Body::Stream(Box::pin(futures::stream::iter(chunks)))
-        };
-        let mut r = Request::new(request_body);
-        *r.method_mut() = method.clone();
-        *r.uri_mut() = uri;
+        let mut headers = http::HeaderMap::new();
         for (name, value) in req.headers.iter().take(8) {
             let name = match name {
                 Name::ContentType => "content-type",
@@ -366,30 +417,59 @@ fuzz_target!(|input: Input| {
             let (Ok(n), Ok(v)) = (http::HeaderName::from_bytes(name.as_bytes()), http::HeaderValue::from_str(&seen.value(value, &body, now))) else {
                 continue;
             };
-            r.headers_mut().append(n, v);
+            headers.append(n, v);
         }
 
-        let resp = block_on(reg.handle(r));
-        let status = resp.status();
+        // A GET's HEAD twin first (reads change nothing): the same status and headers.
+        if method == http::Method::GET {
+            let head = send(&reg, http::Method::HEAD, &uri, &headers, &body, req.chunks);
+            let get = send(&reg, http::Method::GET, &uri, &headers, &body, req.chunks);
+            assert_eq!(head.status, get.status, "HEAD and GET {path}");
+            // (An error body names the method, so its length may differ.)
+            let entity: &[&str] = if get.status.is_success() { &["content-length", "content-type"] } else { &[] };
+            for &h in entity.iter().chain(&["docker-content-digest", "content-range", "location"]) {
+                assert_eq!(head.headers.get(h), get.headers.get(h), "{h} of HEAD and GET {path}");
+            }
+        }
+        let resp = send(&reg, method.clone(), &uri, &headers, &body, req.chunks);
+        let status = resp.status;
+        if trace() {
+            eprintln!("{method} {path} -> {}", status.as_u16());
+        }
         assert!(status.as_u16() < 500, "{method} {path}: {status}, logged {:?}", env.errors.borrow());
-        if let Some(l) = resp.headers().get("location").and_then(|v| v.to_str().ok()) {
-            seen.location = Some(l.to_string());
-        }
-        if let Some(d) = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()) {
-            if !seen.digests.iter().any(|x| x == d) {
-                seen.digests.push(d.to_string());
-            }
-        }
-        let mut b = resp.into_body();
-        let mut n = 0usize;
-        while let Some(chunk) = block_on(b.next_chunk()) {
-            match chunk {
-                Ok(c) => n += c.len(),
-                Err(e) => panic!("{method} {path}: the body failed after {n} bytes: {e:?}"),
-            }
-        }
         if method == http::Method::HEAD {
-            assert_eq!(n, 0, "{path}: a HEAD answer with a body");
+            assert!(resp.body.is_empty(), "{path}: a HEAD answer with a body");
+        }
+        let header = |h: &str| resp.headers.get(h).and_then(|v| v.to_str().ok()).map(str::to_string);
+        if let Some(l) = header("location") {
+            seen.location = Some(l);
+        }
+        if status == http::StatusCode::ACCEPTED {
+            match method {
+                http::Method::POST => seen.upload.clear(),
+                http::Method::PATCH => seen.upload.extend_from_slice(&body),
+                _ => {}
+            }
+        }
+        if let Some(d) = header("docker-content-digest") {
+            if !seen.digests.contains(&d) {
+                seen.digests.push(d);
+            }
+        }
+        // Read what was just written (without access control, where any read is allowed): a blob's bytes hash to
+        // its digest, a manifest's bytes are the ones sent.
+        if status == http::StatusCode::CREATED && !input.auth {
+            if let (Some(location), Some(digest)) = (header("location"), header("docker-content-digest")) {
+                let Ok(at) = location.parse::<http::Uri>() else { panic!("{method} {path}: Location {location:?}") };
+                let got = send(&reg, http::Method::GET, &at, &http::HeaderMap::new(), &[], 0);
+                assert_eq!(got.status, http::StatusCode::OK, "GET {location} after {method} {path}");
+                assert_eq!(got.headers.get("docker-content-digest").and_then(|v| v.to_str().ok()), Some(digest.as_str()));
+                if location.contains("/manifests/") {
+                    assert_eq!(got.body, body, "GET {location} after {method} {path}");
+                } else if let Some(hex) = digest.strip_prefix("sha256:") {
+                    assert_eq!(Algorithm::Sha256.digest(&got.body).hex(), hex, "GET {location} after {method} {path}");
+                }
+            }
         }
     }
     assert!(env.errors.borrow().is_empty(), "{:?}", env.errors.borrow());
