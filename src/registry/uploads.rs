@@ -81,6 +81,16 @@ fn decode_session(raw: &[u8]) -> Result<UploadSession> {
     serde_json::from_slice(raw).map_err(|e| Error::storage(format!("corrupt upload session: {e}")))
 }
 
+/// Whether `session` carries claim `token`.
+fn held_by(session: &UploadSession, token: &str) -> bool {
+    session.claim.as_ref().is_some_and(|c| c.token == token)
+}
+
+/// A claim for `token` from `now`, for one lease.
+fn new_claim(token: &str, now: u64) -> Option<Claim> {
+    Some(Claim { token: token.to_string(), until: now + CLAIM_LEASE_SECS })
+}
+
 /// The answer to a request that may not write into the session now: 416 with where the session stands.
 fn busy(name: &RepositoryName, session: &UploadSession) -> Error {
     Error::msg(ErrorCode::RangeInvalid, "another request is writing to this upload session")
@@ -140,7 +150,7 @@ impl<'r> Writer<'r> {
     async fn checkpoint(&mut self) -> Result<()> {
         let now = self.reg.env.now_unix();
         self.stored.multipart_id = self.session.multipart_id.clone();
-        self.stored.claim = Some(Claim { token: self.token.clone(), until: now + CLAIM_LEASE_SECS });
+        self.stored.claim = new_claim(&self.token, now);
         self.stored.updated_at = now;
         let value = encode_session(&self.stored)?;
         self.write_held(value).await
@@ -163,8 +173,7 @@ impl<'r> Writer<'r> {
                 return Ok(());
             }
             let Some(current) = self.reg.meta.get_versioned(&key).await? else { break };
-            let held = decode_session(&current.value).ok().and_then(|s| s.claim).is_some_and(|c| c.token == self.token);
-            if !held {
+            if !decode_session(&current.value).is_ok_and(|s| held_by(&s, &self.token)) {
                 break;
             }
             condition = Precondition::Version(current.version);
@@ -181,9 +190,8 @@ impl<'r> Writer<'r> {
             return Ok(());
         }
         let current = self.reg.meta.get_versioned(&self.key()).await?;
-        let held = current.as_ref().and_then(|c| decode_session(&c.value).ok()).and_then(|s| s.claim).map(|c| c.token);
         match current {
-            Some(c) if held.as_deref() == Some(self.token.as_str()) => {
+            Some(c) if decode_session(&c.value).is_ok_and(|s| held_by(&s, &self.token)) => {
                 self.version = Some(c.version);
                 self.verified = true;
                 Ok(())
@@ -487,7 +495,7 @@ impl Registry {
         }
         let token = crate::spec::digest::to_hex(&self.env.random_bytes());
         let mut claimed = session;
-        claimed.claim = Some(Claim { token: token.clone(), until: now + CLAIM_LEASE_SECS });
+        claimed.claim = new_claim(&token, now);
         claimed.updated_at = now;
         let key = keys::upload(id);
         let Some(version) = self.meta.put_if(&key, encode_session(&claimed)?, &Precondition::Version(version)).await? else {
@@ -561,7 +569,7 @@ impl Registry {
                 Err(e) => return Err(refuse(body, e).await),
             };
             let token = crate::spec::digest::to_hex(&self.env.random_bytes());
-            session.claim = Some(Claim { token: token.clone(), until: self.env.now_unix() + CLAIM_LEASE_SECS });
+            session.claim = new_claim(&token, self.env.now_unix());
             let mut writer = Writer::open(self, name, session, None, token).await?;
             if let Err(e) = writer.write(body, expected).await {
                 self.discard(&writer.session).await;
@@ -641,7 +649,7 @@ impl Registry {
         let key = keys::upload(id);
         let Ok(Some(current)) = self.meta.get_versioned(&key).await else { return };
         let Ok(mut stored) = decode_session(&current.value) else { return };
-        if stored.claim.as_ref().map(|c| c.token.as_str()) != Some(token) {
+        if !held_by(&stored, token) {
             return;
         }
         stored.claim = None;
