@@ -15,6 +15,11 @@ pub type Request = http::Request<Body>;
 /// A response as the core produces it.
 pub type Response = http::Response<Body>;
 
+/// The client's address, when the platform knows it: a request extension set by the adapter (the native server from
+/// the TCP peer; Workers from `CF-Connecting-IP`, which Cloudflare sets). Used for failed-login throttling and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub std::net::IpAddr);
+
 /// Header every response carries.
 pub const API_VERSION_HEADER: &str = "docker-distribution-api-version";
 /// Its value.

@@ -13,6 +13,8 @@
 //! rules allow the caller (a partial grant is not an error), signed as a JWT.
 
 use super::cache::{self, CredentialCache};
+use super::htpasswd::BcryptHash;
+use super::throttle::LoginThrottle;
 use super::rules::{Principal, Rules};
 use super::scope::{Actions, Scope};
 use super::settings::AuthConfig;
@@ -22,8 +24,11 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::spec::RepositoryName;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+use futures::future::LocalBoxFuture;
 use http::{HeaderMap, Method, StatusCode, Uri};
 use serde_json::json;
+use std::net::IpAddr;
+use std::rc::Rc;
 
 /// Path of the token endpoint (outside `/v2/`, like distribution's separate token servers).
 pub const TOKEN_PATH: &str = "/token";
@@ -170,11 +175,17 @@ fn clean_host(v: &str) -> Option<&str> {
     ok.then_some(v)
 }
 
+/// Runs one bcrypt verification (hash, password) → match. The platform decides where: the native server on a small
+/// blocking pool, so a flood of logins never holds up the requests around it; elsewhere in place.
+pub type PasswordCheck = Rc<dyn Fn(BcryptHash, Vec<u8>) -> LocalBoxFuture<'static, bool>>;
+
 /// Access control for one registry.
 pub struct Authorizer {
     config: AuthConfig,
     secret: Secret,
     cache: CredentialCache,
+    throttle: LoginThrottle,
+    verify: PasswordCheck,
 }
 
 impl std::fmt::Debug for Authorizer {
@@ -188,6 +199,8 @@ pub struct RequestInfo<'r> {
     pub method: &'r Method,
     pub uri: &'r Uri,
     pub headers: &'r HeaderMap,
+    /// The client's address, when the platform knows it (failed logins are throttled per address too).
+    pub client: Option<IpAddr>,
 }
 
 impl RequestInfo<'_> {
@@ -218,7 +231,15 @@ impl Authorizer {
     pub fn new(config: AuthConfig, secret: Secret) -> Self {
         let secret = config.token_secret.clone().unwrap_or(secret);
         let cache = CredentialCache::new(config.cache_ttl_secs);
-        Authorizer { config, secret, cache }
+        let throttle = LoginThrottle::new(config.max_failures, config.failure_window_secs);
+        let verify: PasswordCheck = Rc::new(|hash: BcryptHash, password: Vec<u8>| Box::pin(futures::future::ready(hash.verify(&password))));
+        Authorizer { config, secret, cache, throttle, verify }
+    }
+
+    /// Run bcrypt verifications through `verify` (see [`PasswordCheck`]).
+    pub fn with_password_check(mut self, verify: PasswordCheck) -> Self {
+        self.verify = verify;
+        self
     }
 
     /// The configuration in force.
@@ -262,22 +283,28 @@ impl Authorizer {
         }
     }
 
-    /// Check Basic credentials: the cache first, then bcrypt (unknown users cost the same as known ones).
-    fn check_password(&self, user: &str, password: &str, now: u64) -> bool {
-        let Some(hash) = self.config.users.hash_of(user) else {
-            // Same work as a wrong password: one bcrypt at the usual cost.
-            return self.config.users.verify(user, password.as_bytes());
-        };
-        let key = cache::key(user, password.as_bytes(), hash.as_str());
-        if self.cache.contains(&key, now) {
-            return true;
+    /// Check Basic credentials: the throttle first (a locked user or address gets 429 before any bcrypt), then the
+    /// cache, then bcrypt (unknown users cost the same as known ones, and count as failures alike).
+    async fn check_password(&self, req: &RequestInfo<'_>, user: &str, password: &str, now: u64) -> Result<bool> {
+        if let Some(secs) = self.throttle.retry_after(user, req.client, now) {
+            return Err(Error::msg(ErrorCode::TooManyRequests, format!("too many failed logins: try again in {secs} s"))
+                .with_header("retry-after", secs.to_string()));
         }
-        if hash.verify(password.as_bytes()) {
-            self.cache.insert(key, now);
-            true
-        } else {
-            false
+        let (hash, known) = self.config.users.hash_to_check(user);
+        if let Some(hash) = hash {
+            let key = cache::key(user, password.as_bytes(), hash.as_str());
+            if known && self.cache.contains(&key, now) {
+                return Ok(true);
+            }
+            let matched = (self.verify)(hash.clone(), password.as_bytes().to_vec()).await;
+            if known && matched {
+                self.cache.insert(key, now);
+                self.throttle.succeeded(user);
+                return Ok(true);
+            }
         }
+        self.throttle.failed(user, req.client, now);
+        Ok(false)
     }
 
     fn verify_token(&self, req: &RequestInfo<'_>, token: &str, now: u64) -> Result<Claims, TokenError> {
@@ -285,13 +312,13 @@ impl Authorizer {
     }
 
     /// Decide whether the request may reach its handler.
-    pub fn authorize(&self, req: &RequestInfo<'_>, route: &Route, now: u64) -> Result<Access<'_>> {
+    pub async fn authorize(&self, req: &RequestInfo<'_>, route: &Route, now: u64) -> Result<Access<'_>> {
         let need = Need::of(route, req.method);
         let (access, anonymous, presented) = match credentials(req.headers) {
             Credentials::None => (Access { grant: Grant::Rules { rules: &self.config.rules, user: None } }, true, false),
             Credentials::Invalid => return Err(self.challenge(req, &need, Some(("invalid_request", "unreadable Authorization header".into())))),
             Credentials::Basic { user, password } => {
-                if !self.check_password(&user, &password, now) {
+                if !self.check_password(req, &user, &password, now).await? {
                     return Err(self.challenge(req, &need, Some(("invalid_token", "incorrect username or password".into()))));
                 }
                 (Access { grant: Grant::Rules { rules: &self.config.rules, user: Some(user) } }, false, true)
@@ -363,7 +390,7 @@ impl Authorizer {
         let user = match creds {
             Credentials::None => None,
             Credentials::Basic { user, password } => {
-                if !self.check_password(&user, &password, now) {
+                if !self.check_password(req, &user, &password, now).await? {
                     return Err(self.login_failed());
                 }
                 Some(user)
@@ -481,15 +508,15 @@ mod tests {
     fn decide(a: &Authorizer, method: Method, path: &str, auth: Option<String>) -> std::result::Result<(), Error> {
         let h = headers(auth);
         let uri: Uri = path.parse().unwrap();
-        let req = RequestInfo { method: &method, uri: &uri, headers: &h };
+        let req = RequestInfo { method: &method, uri: &uri, headers: &h, client: None };
         let route = crate::api::route(uri.path()).unwrap();
-        a.authorize(&req, &route, NOW).map(|_| ())
+        block_on(a.authorize(&req, &route, NOW)).map(|_| ())
     }
 
     fn token(a: &Authorizer, query: &str, auth: Option<String>) -> (StatusCode, serde_json::Value) {
         let h = headers(auth);
         let uri: Uri = format!("/token?{query}").parse().unwrap();
-        let req = RequestInfo { method: &Method::GET, uri: &uri, headers: &h };
+        let req = RequestInfo { method: &Method::GET, uri: &uri, headers: &h, client: None };
         match block_on(a.token_endpoint(&req, Body::Empty, NOW, [7; 16])) {
             Ok(r) => {
                 let status = r.status;
@@ -588,9 +615,9 @@ mod tests {
         let mut h = headers(Some(format!("Bearer {t}")));
         h.insert("host", "other.host".parse().unwrap());
         let uri: Uri = "/v2/a/tags/list".parse().unwrap();
-        let req = RequestInfo { method: &Method::GET, uri: &uri, headers: &h };
+        let req = RequestInfo { method: &Method::GET, uri: &uri, headers: &h, client: None };
         let route = crate::api::route(uri.path()).unwrap();
-        let e = a.authorize(&req, &route, NOW).unwrap_err();
+        let e = block_on(a.authorize(&req, &route, NOW)).unwrap_err();
         assert!(e.headers[0].1.contains("invalid_token"));
         // Same secret, other issuer.
         let mut b = authorizer(None);
@@ -606,7 +633,40 @@ mod tests {
         h.insert("x-forwarded-proto", "https".parse().unwrap());
         h.insert("host", "reg\"evil".parse().unwrap());
         let uri: Uri = "/v2/".parse().unwrap();
-        let req = RequestInfo { method: &Method::GET, uri: &uri, headers: &h };
+        let req = RequestInfo { method: &Method::GET, uri: &uri, headers: &h, client: None };
         assert_eq!(a.realm(&req), "https://localhost/token");
+    }
+
+    #[test]
+    fn failed_logins_are_throttled_without_bcrypt_and_alike_for_unknown_users() {
+        let mut a = authorizer(None);
+        a.throttle = LoginThrottle::new(2, 60);
+        let checks = Rc::new(std::cell::Cell::new(0));
+        let counted = checks.clone();
+        let a = a.with_password_check(Rc::new(move |h: BcryptHash, p: Vec<u8>| {
+            counted.set(counted.get() + 1);
+            Box::pin(futures::future::ready(h.verify(&p)))
+        }));
+        let path = "/v2/a/tags/list";
+        for _ in 0..2 {
+            assert_eq!(decide(&a, Method::GET, path, basic("alice", "wrong")).unwrap_err().status(), StatusCode::UNAUTHORIZED);
+        }
+        let locked = decide(&a, Method::GET, path, basic("alice", "alice-pw")).unwrap_err();
+        assert_eq!(locked.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(locked.code, ErrorCode::TooManyRequests);
+        assert!(locked.headers.iter().any(|(n, v)| *n == "retry-after" && v == "60"));
+        assert_eq!(checks.get(), 2, "a locked login runs no bcrypt");
+        // Another user is not affected; an unknown one is counted and answered alike.
+        assert!(decide(&a, Method::GET, path, basic("bob", "bob-pw")).is_ok());
+        for _ in 0..2 {
+            assert_eq!(decide(&a, Method::GET, path, basic("mallory", "x")).unwrap_err().status(), StatusCode::UNAUTHORIZED);
+        }
+        assert_eq!(decide(&a, Method::GET, path, basic("mallory", "x")).unwrap_err().status(), StatusCode::TOO_MANY_REQUESTS);
+        // The token endpoint shares the throttle.
+        assert_eq!(token(&a, "scope=repository:a:pull", basic("alice", "alice-pw")).0, StatusCode::TOO_MANY_REQUESTS);
+        // Bearer tokens never reach a password check.
+        let (_, body) = token(&a, "scope=repository:a:pull", basic("bob", "bob-pw"));
+        let t = body["token"].as_str().unwrap().to_string();
+        assert!(decide(&a, Method::GET, path, Some(format!("Bearer {t}"))).is_ok());
     }
 }

@@ -174,6 +174,15 @@ impl Htpasswd {
         self.users.iter().find(|(u, _)| u == user).map(|(_, h)| h)
     }
 
+    /// The hash a password check for `user` runs against: the user's own, or for an unknown user the dummy of the
+    /// usual cost (`None` only when there are no users at all), and whether the user is known.
+    pub fn hash_to_check(&self, user: &str) -> (Option<&BcryptHash>, bool) {
+        match self.hash_of(user) {
+            Some(h) => (Some(h), true),
+            None => (self.dummy.as_ref(), false),
+        }
+    }
+
     /// Check `user`'s password. An unknown user costs one bcrypt like a known one.
     pub fn verify(&self, user: &str, password: &[u8]) -> bool {
         match self.hash_of(user) {

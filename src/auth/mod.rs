@@ -7,6 +7,7 @@
 //! - [`rules`]: repository patterns → users → actions, from configuration;
 //! - [`token`]: HS256 JWTs, issued by Pier's own token endpoint and verified on every request;
 //! - [`cache`]: a short-lived cache of verified Basic credentials, so bcrypt is not paid on every request;
+//! - [`throttle`]: failed logins counted per user and per client address; over the limit, 429 before any bcrypt;
 //! - [`authorizer`]: the decision for one request (allow, 401 with a Bearer challenge, 403) and the token endpoint.
 
 pub mod authorizer;
@@ -15,6 +16,7 @@ pub mod htpasswd;
 pub mod rules;
 pub mod scope;
 pub mod settings;
+pub mod throttle;
 pub mod token;
 
 pub use authorizer::{Access, Authorizer, TOKEN_PATH};

@@ -37,6 +37,11 @@ pub struct AuthConfig {
     pub token_expiry_secs: u64,
     /// How long a verified Basic credential is remembered (`PIER_AUTH_CACHE_TTL`, default 300; 0 disables).
     pub cache_ttl_secs: u64,
+    /// Failed logins per user name within one window before further attempts get 429 (`PIER_AUTH_MAX_FAILURES`,
+    /// default 10; an address may fail 5 times as often; 0 turns throttling off).
+    pub max_failures: u32,
+    /// The window failed logins are counted in (`PIER_AUTH_FAILURE_WINDOW`, default 60 s).
+    pub failure_window_secs: u64,
 }
 
 fn bad(setting: &str, problem: impl Into<String>) -> ConfigError {
@@ -118,6 +123,17 @@ impl AuthConfig {
             Some(v) => parse_duration_secs("PIER_AUTH_CACHE_TTL", &v)?,
             None => super::cache::DEFAULT_TTL_SECS,
         };
+        let max_failures = match get("PIER_AUTH_MAX_FAILURES") {
+            Some(v) => v.trim().parse::<u32>().map_err(|_| bad("PIER_AUTH_MAX_FAILURES", "must be a whole number (0 turns throttling off)"))?,
+            None => super::throttle::DEFAULT_MAX_FAILURES,
+        };
+        let failure_window_secs = match get("PIER_AUTH_FAILURE_WINDOW") {
+            Some(v) => parse_duration_secs("PIER_AUTH_FAILURE_WINDOW", &v)?,
+            None => super::throttle::DEFAULT_WINDOW_SECS,
+        };
+        if failure_window_secs == 0 {
+            return Err(bad("PIER_AUTH_FAILURE_WINDOW", "must be at least 1 second"));
+        }
         Ok(Some(AuthConfig {
             users,
             rules,
@@ -128,6 +144,8 @@ impl AuthConfig {
             basic_realm,
             token_expiry_secs,
             cache_ttl_secs,
+            max_failures,
+            failure_window_secs,
         }))
     }
 }

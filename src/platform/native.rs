@@ -6,7 +6,8 @@
 //! that stops arriving ends its request (an upload then keeps its last good offset), and the number of connections
 //! served at once is capped (further ones wait in the listen backlog). See [`ServeOptions`].
 
-use crate::api::{Body, Request, Response};
+use crate::api::{Body, ClientAddr, Request, Response};
+use crate::auth::htpasswd::BcryptHash;
 use crate::config::Config;
 use crate::error::{Error, ErrorCode};
 use crate::registry::{Environment, Registry};
@@ -16,6 +17,7 @@ use crate::storage::memory::{MemoryMetaStore, MemoryObjectStore};
 use crate::storage::object_meta::{ObjectMetaStore, DEFAULT_PREFIX};
 use crate::storage::{MetaStore, ObjectStore};
 use bytes::Bytes;
+use futures::future::LocalBoxFuture;
 use futures::StreamExt;
 use http_body_util::BodyStream;
 use hyper::body::{Frame, Incoming, SizeHint};
@@ -28,11 +30,30 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::rc::Rc;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
 
-/// Time, randomness and logs from the operating system.
-pub struct NativeEnvironment;
+/// Time, randomness and logs from the operating system; bcrypt on the blocking pool.
+pub struct NativeEnvironment {
+    /// Password checks running at once: one core's worth fewer than the machine has, so the thread serving requests
+    /// always has a core while logins queue (asynchronously) for theirs.
+    password_checks: Arc<Semaphore>,
+}
+
+impl NativeEnvironment {
+    pub fn new() -> Self {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        NativeEnvironment { password_checks: Arc::new(Semaphore::new(cores.saturating_sub(1).max(1))) }
+    }
+}
+
+impl Default for NativeEnvironment {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl Environment for NativeEnvironment {
     fn now_unix(&self) -> u64 {
@@ -53,6 +74,19 @@ impl Environment for NativeEnvironment {
 
     fn log_error(&self, message: &str) {
         eprintln!("pier: error: {message}");
+    }
+
+    fn verify_password(&self, hash: BcryptHash, password: Vec<u8>) -> LocalBoxFuture<'static, bool> {
+        let slots = self.password_checks.clone();
+        Box::pin(async move {
+            // Outside a Tokio runtime (unit tests driving the core with a plain executor) there is no pool: check in
+            // place.
+            if tokio::runtime::Handle::try_current().is_err() {
+                return hash.verify(&password);
+            }
+            let Ok(_slot) = slots.acquire_owned().await else { return false };
+            tokio::task::spawn_blocking(move || hash.verify(&password)).await.unwrap_or(false)
+        })
     }
 }
 
@@ -89,7 +123,7 @@ pub fn build_registry(storage: &Storage, config: Config) -> Result<Registry, Err
             (objects.clone(), Rc::new(ObjectMetaStore::new(objects, DEFAULT_PREFIX)))
         }
     };
-    Ok(Registry::new(objects, meta, config, Rc::new(NativeEnvironment)))
+    Ok(Registry::new(objects, meta, config, Rc::new(NativeEnvironment::new())))
 }
 
 /// The core's body as a hyper body. Not `Send`, like the core's streams; hyper's HTTP/1 connections on a local task
@@ -125,8 +159,9 @@ impl hyper::body::Body for HyperBody {
     }
 }
 
-fn into_core(req: hyper::Request<Incoming>, body_timeout: Duration) -> Request {
-    let (parts, incoming) = req.into_parts();
+fn into_core(req: hyper::Request<Incoming>, body_timeout: Duration, client: std::net::IpAddr) -> Request {
+    let (mut parts, incoming) = req.into_parts();
+    parts.extensions.insert(ClientAddr(client));
     let frames = BodyStream::new(incoming).filter_map(|frame| async move {
         match frame {
             Ok(f) => f.into_data().ok().map(Ok),
@@ -190,7 +225,7 @@ pub async fn serve(listener: TcpListener, registry: Rc<Registry>, options: Serve
     loop {
         // A connection slot first: beyond the limit, clients wait in the kernel's backlog rather than in memory here.
         let Ok(slot) = slots.clone().acquire_owned().await else { return Ok(()) };
-        let (stream, _) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
                 // Running out of file descriptors and similar are transient: back off rather than exit.
@@ -200,11 +235,13 @@ pub async fn serve(listener: TcpListener, registry: Rc<Registry>, options: Serve
             }
         };
         let _ = stream.set_nodelay(true);
+        // An IPv4 client on a dual-stack socket counts as its IPv4 address.
+        let client = peer.ip().to_canonical();
         let registry = registry.clone();
         tokio::task::spawn_local(async move {
             let service = service_fn(move |req: hyper::Request<Incoming>| {
                 let registry = registry.clone();
-                async move { Ok::<_, Infallible>(into_hyper(registry.handle(into_core(req, options.body_timeout)).await)) }
+                async move { Ok::<_, Infallible>(into_hyper(registry.handle(into_core(req, options.body_timeout, client)).await)) }
             });
             // Connection errors (clients hanging up, a TLS hello on the plain port, a header timeout) concern only that
             // client.

@@ -4,7 +4,7 @@
 //!
 //! Configuration comes from `[vars]` and secrets under the same names as everywhere (`Config::from_lookup`).
 
-use crate::api::{Body, Request, Response};
+use crate::api::{Body, ClientAddr, Request, Response};
 use crate::config::Config;
 use crate::error::{Error, ErrorCode};
 use crate::registry::{Environment, Registry};
@@ -183,7 +183,13 @@ fn into_core(mut req: worker::Request) -> Result<Request, Error> {
             Err(_) => Body::Empty,
         }
     };
-    builder.body(body).map_err(|_| bad("invalid request"))
+    // Cloudflare sets CF-Connecting-IP on every request that reaches a Worker (a client cannot choose it).
+    let client = req.headers().get("cf-connecting-ip").ok().flatten().and_then(|v| v.trim().parse::<std::net::IpAddr>().ok());
+    let mut request = builder.body(body).map_err(|_| bad("invalid request"))?;
+    if let Some(ip) = client {
+        request.extensions_mut().insert(ClientAddr(ip));
+    }
+    Ok(request)
 }
 
 fn into_worker(resp: Response) -> worker::Result<worker::Response> {

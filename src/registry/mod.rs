@@ -14,13 +14,15 @@ mod fault_tests;
 mod tests;
 mod uploads;
 
-use crate::api::{route, Reply, Request, Response, Route};
+use crate::api::{route, ClientAddr, Reply, Request, Response, Route};
+use crate::auth::htpasswd::BcryptHash;
 use crate::auth::authorizer::RequestInfo;
 use crate::auth::token::Secret;
 use crate::auth::{Access, Authorizer, TOKEN_PATH};
 use crate::config::Config;
 use crate::error::{Error, ErrorCode, Result};
 use crate::storage::{MetaStore, ObjectStore};
+use futures::future::LocalBoxFuture;
 use http::{HeaderMap, Method, StatusCode};
 use std::rc::Rc;
 
@@ -41,6 +43,11 @@ pub trait Environment {
     fn random_bytes(&self) -> [u8; 16];
     /// Report a server-side failure (storage errors). Never called with secrets.
     fn log_error(&self, message: &str);
+    /// Check a password against a bcrypt hash. The native server runs it on a small blocking pool, so a flood of
+    /// logins never holds up the requests around it; wasm platforms run it in place (one request per invocation).
+    fn verify_password(&self, hash: BcryptHash, password: Vec<u8>) -> LocalBoxFuture<'static, bool> {
+        Box::pin(futures::future::ready(hash.verify(&password)))
+    }
 }
 
 /// The registry core.
@@ -81,7 +88,8 @@ impl Registry {
             }
             let mut key = env.random_bytes().to_vec();
             key.extend_from_slice(&env.random_bytes());
-            Authorizer::new(a, Secret::new(key))
+            let verifier = env.clone();
+            Authorizer::new(a, Secret::new(key)).with_password_check(Rc::new(move |hash, password| verifier.verify_password(hash, password)))
         });
         Registry { objects, meta, config, env, auth }
     }
@@ -108,7 +116,8 @@ impl Registry {
 
     async fn dispatch(&self, req: Request) -> Result<Reply> {
         let (parts, body) = req.into_parts();
-        let info = RequestInfo { method: &parts.method, uri: &parts.uri, headers: &parts.headers };
+        let client = parts.extensions.get::<ClientAddr>().map(|c| c.0);
+        let info = RequestInfo { method: &parts.method, uri: &parts.uri, headers: &parts.headers, client };
         if let Some(auth) = &self.auth {
             if parts.uri.path() == TOKEN_PATH {
                 return auth.token_endpoint(&info, body, self.env.now_unix(), self.env.random_bytes()).await;
@@ -125,7 +134,7 @@ impl Registry {
             ));
         }
         let access = match &self.auth {
-            Some(auth) => match auth.authorize(&info, &route, self.env.now_unix()) {
+            Some(auth) => match auth.authorize(&info, &route, self.env.now_unix()).await {
                 Ok(access) => access,
                 Err(e) => {
                     // Clients that try without credentials first (oras, docker) send the same request again on the

@@ -1,7 +1,7 @@
 //! Local-filesystem backends for the native server. Every write lands atomically: bytes go to a temporary file in
 //! the same filesystem, are fsynced, then renamed over the final name, so a reader never sees half an object and a
-//! crash never leaves one. Reads and writes use blocking `std::fs` calls: files are local and small per call, and the
-//! native server runs the core on a single-threaded runtime.
+//! crash never leaves one. The blocking `std::fs` calls run on Tokio's blocking pool (see [`blocking`]): the native
+//! server runs the core on one thread, which a slow disk must not stall.
 //!
 //! Layout under the root: `objects/<key>`, `multipart/<upload id>/<part etag>`, `meta/<key>~`, `tmp/`, `lock`. Meta
 //! keys get a `~` suffix on the leaf (a character no name, tag, digest or id contains) so that `a` and `a/b` can both
@@ -23,6 +23,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 const READ_CHUNK: usize = 256 * 1024;
 
@@ -156,15 +157,25 @@ fn valid_etag(etag: &str) -> bool {
     !etag.is_empty() && etag.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
 }
 
+/// Run blocking filesystem work on Tokio's blocking pool when inside a runtime (the native server), so a slow disk
+/// or a large copy never stalls the thread serving every other request; in place otherwise (tests driving the stores
+/// with a plain executor).
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::storage(format!("filesystem task: {e}")))?
+}
+
 /// Blobs as files.
 pub struct FsObjectStore {
-    root: Root,
+    root: Arc<Root>,
 }
 
 impl FsObjectStore {
     /// A store rooted at `root` (created if needed).
     pub fn new(root: &Path) -> Result<Self> {
-        Ok(FsObjectStore { root: Root::new(root)? })
+        Ok(FsObjectStore { root: Arc::new(Root::new(root)?) })
     }
 
     fn object_path(&self, key: &str) -> PathBuf {
@@ -176,20 +187,31 @@ impl FsObjectStore {
     }
 }
 
-fn read_stream(mut file: File, mut remaining: u64) -> ByteStream {
-    Box::pin(futures::stream::poll_fn(move |_| {
-        if remaining == 0 {
-            return std::task::Poll::Ready(None);
+/// The next chunk of at most [`READ_CHUNK`] bytes of `file` (`remaining` bytes are left to read).
+fn read_chunk(file: &mut File, remaining: u64) -> Result<Bytes> {
+    let mut buf = vec![0u8; (remaining as usize).min(READ_CHUNK)];
+    match file.read(&mut buf) {
+        Ok(0) => Err(Error::storage("object shorter than expected")),
+        Ok(n) => {
+            buf.truncate(n);
+            Ok(Bytes::from(buf))
         }
-        let mut buf = vec![0u8; (remaining as usize).min(READ_CHUNK)];
-        match file.read(&mut buf) {
-            Ok(0) => std::task::Poll::Ready(Some(Err(Error::storage("object shorter than expected")))),
-            Ok(n) => {
-                buf.truncate(n);
-                remaining -= n as u64;
-                std::task::Poll::Ready(Some(Ok(Bytes::from(buf))))
+        Err(e) => Err(Error::storage(format!("read: {e}"))),
+    }
+}
+
+fn read_stream(file: File, remaining: u64) -> ByteStream {
+    Box::pin(futures::stream::unfold(Some((file, remaining)), |state| async move {
+        let (mut file, remaining) = state?;
+        if remaining == 0 {
+            return None;
+        }
+        match blocking(move || read_chunk(&mut file, remaining).map(|b| (b, file))).await {
+            Ok((bytes, file)) => {
+                let left = remaining - bytes.len() as u64;
+                Some((Ok(bytes), Some((file, left))))
             }
-            Err(e) => std::task::Poll::Ready(Some(Err(Error::storage(format!("read: {e}"))))),
+            Err(e) => Some((Err(e), None)),
         }
     }))
 }
@@ -198,44 +220,50 @@ fn read_stream(mut file: File, mut remaining: u64) -> ByteStream {
 impl ObjectStore for FsObjectStore {
     async fn head(&self, key: &str) -> Result<Option<u64>> {
         let p = self.object_path(key);
-        match fs::metadata(&p) {
+        blocking(move || match fs::metadata(&p) {
             Ok(m) if m.is_file() => Ok(Some(m.len())),
             Ok(_) => Ok(None),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_err("stat", &p, e)),
-        }
+        })
+        .await
     }
 
     async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<Option<ObjectRead>> {
         let p = self.object_path(key);
-        let mut file = match File::open(&p) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err("open", &p, e)),
-        };
-        let meta = file.metadata().map_err(|e| io_err("stat", &p, e))?;
-        let size = meta.len();
-        let (start, len) = match range {
-            Some(r) if r.start < size => (r.start, r.end.min(size - 1) - r.start + 1),
-            Some(_) => (0, 0),
-            None => (0, size),
-        };
-        let etag = Some(object_version(&meta));
-        file.seek(SeekFrom::Start(start)).map_err(|e| io_err("seek", &p, e))?;
-        Ok(Some(ObjectRead { size, body: read_stream(file, len), etag }))
+        let opened = blocking(move || {
+            let mut file = match File::open(&p) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(io_err("open", &p, e)),
+            };
+            let meta = file.metadata().map_err(|e| io_err("stat", &p, e))?;
+            let size = meta.len();
+            let (start, len) = match range {
+                Some(r) if r.start < size => (r.start, r.end.min(size - 1) - r.start + 1),
+                Some(_) => (0, 0),
+                None => (0, size),
+            };
+            file.seek(SeekFrom::Start(start)).map_err(|e| io_err("seek", &p, e))?;
+            Ok(Some((file, size, len, object_version(&meta))))
+        })
+        .await?;
+        Ok(opened.map(|(file, size, len, etag)| ObjectRead { size, body: read_stream(file, len), etag: Some(etag) }))
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
-        let dest = self.object_path(key);
-        self.root.locked(|| self.root.write_atomic(&dest, [Ok(data.to_vec())]))
+        let (root, dest) = (self.root.clone(), self.object_path(key));
+        blocking(move || root.locked(|| root.write_atomic(&dest, [Ok(data.to_vec())]))).await
     }
 
     async fn put_if(&self, key: &str, data: Bytes, condition: &Precondition) -> Result<Option<String>> {
-        self.root.write_if(&self.object_path(key), &data, condition, file_object_version)
+        let (root, dest, condition) = (self.root.clone(), self.object_path(key), condition.clone());
+        blocking(move || root.write_if(&dest, &data, &condition, file_object_version)).await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        remove_file(&self.object_path(key))
+        let p = self.object_path(key);
+        blocking(move || remove_file(&p)).await
     }
 
     async fn create_multipart(&self, _key: &str) -> Result<String> {
@@ -243,85 +271,98 @@ impl ObjectStore for FsObjectStore {
         getrandom::getrandom(&mut raw).map_err(|e| Error::storage(format!("random: {e}")))?;
         let id = crate::spec::digest::to_hex(&raw);
         let dir = self.upload_dir(&id);
-        fs::create_dir_all(&dir).map_err(|e| io_err("create", &dir, e))?;
+        blocking(move || fs::create_dir_all(&dir).map_err(|e| io_err("create", &dir, e))).await?;
         Ok(id)
     }
 
     async fn upload_part(&self, _key: &str, upload_id: &str, number: u32, data: Bytes) -> Result<String> {
-        let dir = self.upload_dir(upload_id);
-        if !dir.is_dir() {
-            return Err(Error::parts_mismatch("no such multipart upload"));
-        }
+        let (root, dir) = (self.root.clone(), self.upload_dir(upload_id));
         // A new file per write, named by its etag: the session's recorded etag selects exactly the bytes it hashed,
         // even if a retried or racing request wrote the same part number again.
         let mut raw = [0u8; 8];
         getrandom::getrandom(&mut raw).map_err(|e| Error::storage(format!("random: {e}")))?;
         let etag = format!("{number}-{}", crate::spec::digest::to_hex(&raw));
-        self.root.write_atomic(&dir.join(&etag), [Ok(data.to_vec())])?;
+        let name = etag.clone();
+        blocking(move || {
+            if !dir.is_dir() {
+                return Err(Error::parts_mismatch("no such multipart upload"));
+            }
+            root.write_atomic(&dir.join(&name), [Ok(data.to_vec())])
+        })
+        .await?;
         Ok(etag)
     }
 
     async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[PartRecord]) -> Result<()> {
-        let dir = self.upload_dir(upload_id);
-        for p in parts {
-            if !valid_etag(&p.etag) {
-                return Err(Error::storage("invalid part etag"));
-            }
-            let path = dir.join(&p.etag);
-            let len = match fs::metadata(&path) {
-                Ok(m) => m.len(),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return Err(Error::parts_mismatch(format!("part {} is missing", p.number)))
+        let (root, dir, dest, parts) = (self.root.clone(), self.upload_dir(upload_id), self.object_path(key), parts.to_vec());
+        blocking(move || {
+            for p in &parts {
+                if !valid_etag(&p.etag) {
+                    return Err(Error::storage("invalid part etag"));
                 }
-                Err(e) => return Err(io_err("stat", &path, e)),
-            };
-            if len != p.size {
-                return Err(Error::parts_mismatch(format!("part {} has {len} bytes, expected {}", p.number, p.size)));
+                let path = dir.join(&p.etag);
+                let len = match fs::metadata(&path) {
+                    Ok(m) => m.len(),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        return Err(Error::parts_mismatch(format!("part {} is missing", p.number)))
+                    }
+                    Err(e) => return Err(io_err("stat", &path, e)),
+                };
+                if len != p.size {
+                    return Err(Error::parts_mismatch(format!("part {} has {len} bytes, expected {}", p.number, p.size)));
+                }
             }
-        }
-        // Parts are copied one at a time, so memory stays at one part whatever the blob's size.
-        let pieces = parts.iter().map(|p| {
-            let path = dir.join(&p.etag);
-            fs::read(&path).map_err(|e| io_err("read", &path, e))
-        });
-        self.root.write_atomic(&self.object_path(key), pieces)?;
-        let _ = fs::remove_dir_all(&dir);
-        Ok(())
+            // Parts are copied one at a time, so memory stays at one part whatever the blob's size.
+            let pieces = parts.iter().map(|p| {
+                let path = dir.join(&p.etag);
+                fs::read(&path).map_err(|e| io_err("read", &path, e))
+            });
+            root.write_atomic(&dest, pieces)?;
+            let _ = fs::remove_dir_all(&dir);
+            Ok(())
+        })
+        .await
     }
 
     async fn abort_multipart(&self, _key: &str, upload_id: &str) -> Result<()> {
         let dir = self.upload_dir(upload_id);
-        match fs::remove_dir_all(&dir) {
+        blocking(move || match fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io_err("remove", &dir, e)),
-        }
+        })
+        .await
     }
 
     async fn rename(&self, from: &str, to: &str) -> Result<()> {
-        self.root.rename_into(&self.object_path(from), &self.object_path(to))
+        let (root, from, to) = (self.root.clone(), self.object_path(from), self.object_path(to));
+        blocking(move || root.rename_into(&from, &to)).await
     }
 
     async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Vec<String>> {
-        let dir_part = prefix.rfind('/').map_or("", |i| &prefix[..=i]);
-        let mut keys = Vec::new();
-        collect_keys(&self.object_path(dir_part), dir_part, None, &mut keys)?;
-        keys.retain(|k| k.starts_with(prefix) && start_after.is_none_or(|s| k.as_str() > s));
-        keys.sort();
-        keys.truncate(limit);
-        Ok(keys)
+        let dir_part = prefix.rfind('/').map_or("", |i| &prefix[..=i]).to_string();
+        let (dir, prefix, start_after) = (self.object_path(&dir_part), prefix.to_string(), start_after.map(str::to_string));
+        blocking(move || {
+            let mut keys = Vec::new();
+            collect_keys(&dir, &dir_part, None, &mut keys)?;
+            keys.retain(|k| k.starts_with(&prefix) && start_after.as_deref().is_none_or(|s| k.as_str() > s));
+            keys.sort();
+            keys.truncate(limit);
+            Ok(keys)
+        })
+        .await
     }
 }
 
 /// Small keys as files, one per key.
 pub struct FsMetaStore {
-    root: Root,
+    root: Arc<Root>,
 }
 
 impl FsMetaStore {
     /// A store rooted at `root` (created if needed).
     pub fn new(root: &Path) -> Result<Self> {
-        Ok(FsMetaStore { root: Root::new(root)? })
+        Ok(FsMetaStore { root: Arc::new(Root::new(root)?) })
     }
 
     fn key_path(&self, key: &str) -> PathBuf {
@@ -353,11 +394,12 @@ fn collect_keys(dir: &Path, key_prefix: &str, suffix: Option<char>, out: &mut Ve
 impl MetaStore for FsMetaStore {
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
         let p = self.key_path(key);
-        match fs::read(&p) {
+        blocking(move || match fs::read(&p) {
             Ok(v) => Ok(Some(Bytes::from(v))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_err("read", &p, e)),
-        }
+        })
+        .await
     }
 
     async fn get_versioned(&self, key: &str) -> Result<Option<Versioned>> {
@@ -365,38 +407,47 @@ impl MetaStore for FsMetaStore {
     }
 
     async fn put(&self, key: &str, value: Bytes) -> Result<()> {
-        let dest = self.key_path(key);
-        self.root.locked(|| self.root.write_atomic(&dest, [Ok(value.to_vec())]))
+        let (root, dest) = (self.root.clone(), self.key_path(key));
+        blocking(move || root.locked(|| root.write_atomic(&dest, [Ok(value.to_vec())]))).await
     }
 
     async fn put_if(&self, key: &str, value: Bytes, condition: &Precondition) -> Result<Option<String>> {
-        self.root.write_if(&self.key_path(key), &value, condition, file_content_version)
+        let (root, dest, condition) = (self.root.clone(), self.key_path(key), condition.clone());
+        blocking(move || root.write_if(&dest, &value, &condition, file_content_version)).await
     }
 
     async fn delete_if(&self, key: &str, version: &str) -> Result<bool> {
-        let path = self.key_path(key);
-        self.root.locked(|| match file_content_version(&path)? {
-            Some(v) if v != version => Ok(false),
-            _ => remove_file(&path).map(|()| true),
+        let (root, path, version) = (self.root.clone(), self.key_path(key), version.to_string());
+        blocking(move || {
+            root.locked(|| match file_content_version(&path)? {
+                Some(v) if v != version => Ok(false),
+                _ => remove_file(&path).map(|()| true),
+            })
         })
+        .await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        remove_file(&self.key_path(key))
+        let p = self.key_path(key);
+        blocking(move || remove_file(&p)).await
     }
 
     async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Vec<String>> {
         let (dir_part, leaf_prefix) = match prefix.rfind('/') {
-            Some(i) => (&prefix[..=i], &prefix[i + 1..]),
-            None => ("", prefix),
+            Some(i) => (prefix[..=i].to_string(), prefix[i + 1..].to_string()),
+            None => (String::new(), prefix.to_string()),
         };
-        let dir = self.root.root.join("meta").join(dir_part);
-        let mut keys = Vec::new();
-        collect_keys(&dir, dir_part, Some('~'), &mut keys)?;
-        keys.retain(|k| k[dir_part.len()..].starts_with(leaf_prefix) && start_after.is_none_or(|s| k.as_str() > s));
-        keys.sort();
-        keys.truncate(limit);
-        Ok(keys)
+        let dir = self.root.root.join("meta").join(&dir_part);
+        let start_after = start_after.map(str::to_string);
+        blocking(move || {
+            let mut keys = Vec::new();
+            collect_keys(&dir, &dir_part, Some('~'), &mut keys)?;
+            keys.retain(|k| k[dir_part.len()..].starts_with(&leaf_prefix) && start_after.as_deref().is_none_or(|s| k.as_str() > s));
+            keys.sort();
+            keys.truncate(limit);
+            Ok(keys)
+        })
+        .await
     }
 }
 
