@@ -1,6 +1,7 @@
 //! The Cloudflare Workers adapter: the `fetch` entry point turns a Workers request into the core's request, builds a
 //! registry over the R2 binding (blobs and metadata, see `storage::r2` for why no key lives in KV) and turns the core's
-//! response back. A `scheduled` entry point (wrangler.toml `[triggers]`) purges expired upload sessions.
+//! response back. A `scheduled` entry point (wrangler.toml `[triggers]`) purges expired upload sessions, one bounded
+//! slice per run.
 //!
 //! Configuration comes from `[vars]` and secrets under the same names as everywhere (`Config::from_lookup`).
 
@@ -261,8 +262,10 @@ async fn fetch(req: worker::Request, env: Env, _ctx: Context) -> worker::Result<
 #[event(scheduled)]
 async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     match build_registry(&env) {
-        Ok(registry) => match registry.purge_expired_uploads().await {
-            Ok(n) if n > 0 => worker::console_log!("pier: removed {n} expired upload sessions"),
+        // One slice per run: a run's subrequests stay within the Free plan's 50, and the cursor carries the cycle over
+        // to the next run.
+        Ok(registry) => match registry.purge_expired_uploads_slice(crate::registry::PURGE_SLICE).await {
+            Ok((n, _)) if n > 0 => worker::console_log!("pier: removed {n} expired upload sessions"),
             Ok(_) => {}
             Err(e) => worker::console_error!("pier: purging upload sessions: {e}"),
         },

@@ -2,7 +2,7 @@
 //! digest is not enough to read another repository's layers. HEAD answers from the link alone (one small read);
 //! GET redirects to a presigned URL when the backend can make one, and otherwise streams, honouring one `Range`. A
 //! range the presigned URL cannot honour (a suffix range `bytes=-N` on Azure Blob) is served here instead of
-//! redirected, resolved to absolute bytes from the blob's size.
+//! redirected, resolved to absolute bytes from the blob's size. Store calls: HEAD 1, GET 2, DELETE 2.
 
 use super::{header, keys, Registry};
 use crate::api::{Body, Reply};

@@ -1,6 +1,8 @@
 //! Content discovery: tag listing, the catalog and the referrers API. Listings come straight from the metadata
 //! store's ordered prefix listing, so pages are lexical and `last` is simply "start after this key". Tags and the
-//! catalog cost one list call per page; referrers one list call plus one read per referrer on the page.
+//! catalog cost one list call per page (tags one more read: does the repository exist); referrers one list call plus
+//! one read per referrer on the page. Pages are capped ([`MAX_PAGE`](crate::spec::pagination::MAX_PAGE) names,
+//! [`REFERRERS_PAGE`] referrers), so no request's store calls grow with the repository.
 
 use super::{keys, Query, Registry};
 use crate::api::Reply;

@@ -7,7 +7,10 @@
 //!               `repositories/<name>/_blobs/<alg>/<hex>` (the blob is part of the repository; same value),
 //!               `repositories/<name>/_manifests/<alg>/<hex>` (manifest record: JSON header line + exact bytes),
 //!               `repositories/<name>/_tags/<tag>` (digest), `repositories/<name>/_referrers/<subject>/<digest>`
-//!               (descriptor), `_catalog/<name>`, `_uploads/<id>` (session).
+//!               (descriptor), `repositories/<name>/_tagindex/<alg>/<hex>/<tag>` (the tag was pointed at the
+//!               manifest: the reverse index a delete by digest lists), `repositories/<name>/_tagindex/ready` (every
+//!               tag of the repository is in the reverse index), `_catalog/<name>`, `_uploads/<id>` (session),
+//!               `_cursors/uploads-purge` (where the next purge slice starts).
 //!
 //! Name components never start with `_`, so a repository's `_tags/` prefix can never list a nested repository's keys.
 
@@ -47,6 +50,22 @@ pub fn tag(name: &RepositoryName, tag: &Tag) -> String {
     format!("{}{tag}", tags_prefix(name))
 }
 
+/// The prefix of the reverse-index entries of the tags pointed at `digest`.
+pub fn tag_index_prefix(name: &RepositoryName, digest: &Digest) -> String {
+    format!("repositories/{name}/_tagindex/{}/", d(digest))
+}
+
+/// A reverse-index entry: `tag` was pointed at `digest` (it may have moved since).
+pub fn tag_index(name: &RepositoryName, digest: &Digest, tag: &Tag) -> String {
+    format!("{}{tag}", tag_index_prefix(name, digest))
+}
+
+/// Present once every tag of the repository is in the reverse index (repositories created before the index existed
+/// get it from their first delete by digest, which scans their tags once).
+pub fn tag_index_ready(name: &RepositoryName) -> String {
+    format!("repositories/{name}/_tagindex/ready")
+}
+
 /// The prefix of the referrers of `subject`.
 pub fn referrers_prefix(name: &RepositoryName, subject: &Digest) -> String {
     format!("repositories/{name}/_referrers/{}/", d(subject))
@@ -67,6 +86,9 @@ pub fn catalog(name: &RepositoryName) -> String {
 
 /// The upload sessions prefix.
 pub const UPLOADS_PREFIX: &str = "_uploads/";
+
+/// Where the expired-session purge resumes: the last session key the previous slice looked at.
+pub const UPLOADS_PURGE_CURSOR: &str = "_cursors/uploads-purge";
 
 /// An upload session.
 pub fn upload(id: &str) -> String {

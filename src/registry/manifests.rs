@@ -8,13 +8,21 @@
 //!
 //! A delete by digest removes the tags pointing at the manifest with a conditional delete on the version it read, so
 //! a tag moved to another manifest meanwhile (a concurrent PUT by tag) stays where it was moved: in either order of
-//! the two requests the tag ends at the new manifest.
+//! the two requests the tag ends at the new manifest. It finds those tags through a reverse index (manifest digest →
+//! tags ever pointed at it, written by every PUT by tag before the tag itself), so its cost follows the manifest's
+//! tags, not the repository's.
+//!
+//! Store calls per request, whatever the repository's size (`bounds_tests` counts them): GET/HEAD 1 (2 for a tag
+//! written before tags held a record copy); PUT one read per referenced blob or child manifest, the record, the
+//! catalog read, +1 with a subject, +2 by tag, +2 for a new repository; DELETE by tag 2; DELETE by digest 5 +
+//! ⌈e/1000⌉ + 3e for the e reverse-index entries of the manifest (a repository from before the index pays one scan of
+//! its tags on its first such delete).
 
 use super::{header, keys, Registry};
 use crate::api::{Body, Reply};
 use crate::error::{Error, ErrorCode, Result};
 use crate::spec::manifest::{self, Descriptor, MAX_MANIFEST_SIZE};
-use crate::spec::{Algorithm, Digest, Reference, RepositoryName};
+use crate::spec::{Algorithm, Digest, Reference, RepositoryName, Tag};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::future::{try_join, try_join_all};
 use http::{HeaderMap, StatusCode};
@@ -180,12 +188,18 @@ impl Registry {
             self.meta.put(&keys::referrer(name, &subject.digest, &digest), Bytes::from(v)).await?;
         }
         if let Reference::Tag(t) = &reference {
+            // The reverse-index entry before the tag: an entry whose tag is elsewhere is harmless (a delete checks the
+            // tag itself), a tag without its entry would outlive a delete of its manifest by digest. Entries are not
+            // removed when a tag moves on: removing one races a concurrent PUT moving the tag back.
+            self.meta.put(&keys::tag_index(name, &digest, t), Bytes::new()).await?;
             self.meta.put(&keys::tag(name, t), record).await?;
         }
         // A read before the write: the catalog key is rewritten on every push otherwise, and some stores limit
         // writes per key.
         let catalog_key = keys::catalog(name);
         if self.meta.get(&catalog_key).await?.is_none() {
+            // A new repository: each of its tags goes through the reverse index from the start.
+            self.meta.put(&keys::tag_index_ready(name), Bytes::new()).await?;
             self.meta.put(&catalog_key, Bytes::new()).await?;
         }
 
@@ -196,6 +210,60 @@ impl Registry {
             reply = reply.header("oci-subject", subject.digest.to_string());
         }
         Ok(reply)
+    }
+
+    /// Remove `tag` if it still points at `digest`: conditionally on the version read, so a tag moved to another
+    /// manifest since it was read stays where it was moved. Returns where the tag points (`None`: nowhere).
+    async fn untag_if_at(&self, tag_key: &str, digest: &Digest) -> Result<Option<Digest>> {
+        let Some(v) = self.meta.get_versioned(tag_key).await? else { return Ok(None) };
+        let target = match tag_target(&v.value)? {
+            TagTarget::Record(target, _) | TagTarget::Digest(target) => target,
+        };
+        if &target == digest {
+            self.meta.delete_if(tag_key, &v.version).await?;
+        }
+        Ok(Some(target))
+    }
+
+    /// Untag `digest` through the reverse index: one list call per 1,000 entries and three calls per tag that was
+    /// ever pointed at it, whatever the number of tags in the repository.
+    async fn untag_indexed(&self, name: &RepositoryName, digest: &Digest) -> Result<()> {
+        let prefix = keys::tag_index_prefix(name, digest);
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.meta.list(&prefix, after.as_deref(), 1000).await?;
+            let Some(last) = page.last().cloned() else { break };
+            for entry in &page {
+                if let Some(tag) = entry.strip_prefix(&prefix).and_then(|t| Tag::parse(t).ok()) {
+                    self.untag_if_at(&keys::tag(name, &tag), digest).await?;
+                }
+                self.meta.delete(entry).await?;
+            }
+            after = Some(last);
+        }
+        Ok(())
+    }
+
+    /// Untag `digest` in a repository created before the reverse index: read every tag once, indexing each as it
+    /// goes, then mark the repository indexed so later deletes take [`Registry::untag_indexed`].
+    async fn untag_by_scan(&self, name: &RepositoryName, digest: &Digest) -> Result<()> {
+        let prefix = keys::tags_prefix(name);
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.meta.list(&prefix, after.as_deref(), 1000).await?;
+            let Some(last) = page.last().cloned() else { break };
+            for key in &page {
+                let Some(tag) = key.strip_prefix(&prefix).and_then(|t| Tag::parse(t).ok()) else { continue };
+                match self.untag_if_at(key, digest).await? {
+                    Some(target) if &target != digest => {
+                        self.meta.put(&keys::tag_index(name, &target, &tag), Bytes::new()).await?;
+                    }
+                    _ => {}
+                }
+            }
+            after = Some(last);
+        }
+        self.meta.put(&keys::tag_index_ready(name), Bytes::new()).await
     }
 
     pub(super) async fn delete_manifest(&self, name: &RepositoryName, reference: &str) -> Result<Reply> {
@@ -214,23 +282,10 @@ impl Registry {
                 let record = self.manifest_record(name, d).await?.ok_or_else(unknown)?;
                 // Tags first: a tag must never point at a deleted manifest, while a manifest briefly without its
                 // tags is harmless if a later step fails.
-                let prefix = keys::tags_prefix(name);
-                let mut after: Option<String> = None;
-                loop {
-                    let page = self.meta.list(&prefix, after.as_deref(), 1000).await?;
-                    let Some(last) = page.last().cloned() else { break };
-                    for key in &page {
-                        if let Some(v) = self.meta.get_versioned(key).await? {
-                            let target = match tag_target(&v.value)? {
-                                TagTarget::Record(digest, _) | TagTarget::Digest(digest) => digest,
-                            };
-                            // Conditional: a tag moved to another manifest since it was read stays where it was moved.
-                            if &target == d {
-                                self.meta.delete_if(key, &v.version).await?;
-                            }
-                        }
-                    }
-                    after = Some(last);
+                if self.meta.get(&keys::tag_index_ready(name)).await?.is_some() {
+                    self.untag_indexed(name, d).await?;
+                } else {
+                    self.untag_by_scan(name, d).await?;
                 }
                 if let Some(subject) = &record.header.subject {
                     self.meta.delete(&keys::referrer(name, subject, d)).await?;

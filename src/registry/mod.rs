@@ -9,10 +9,14 @@ mod discovery;
 pub mod keys;
 mod manifests;
 #[cfg(test)]
+mod bounds_tests;
+#[cfg(test)]
 mod fault_tests;
 #[cfg(test)]
 mod tests;
 mod uploads;
+
+pub use uploads::PURGE_SLICE;
 
 use crate::api::{route, ClientAddr, Reply, Request, Response, Route};
 use crate::auth::htpasswd::BcryptHash;

@@ -1,5 +1,7 @@
 //! Blob uploads across stateless requests: start (POST, including single-shot `?digest=` and cross-repository
-//! `?mount=`), chunks (PATCH), status (GET), finish (PUT) and cancel (DELETE).
+//! `?mount=`), chunks (PATCH), status (GET), finish (PUT) and cancel (DELETE). Store calls per request depend on the
+//! bytes sent (one part write per part size), never on how many sessions, blobs or tags exist: POST 1 (mount 2,
+//! single-shot 5), GET 1, DELETE 2, PATCH 4 + parts, PUT about 10 + parts (`bounds_tests` counts them).
 //!
 //! Bytes stream through: each chunk is hashed once into the session's resumable SHA-256 and appended to a buffer that
 //! is written out as a multipart part whenever it reaches the session's part size, so memory stays at one part per
@@ -406,6 +408,9 @@ impl<'r> Writer<'r> {
 /// Answer `error` to a request whose body was not read: read it first (bounded), because answering while the client
 /// still sends makes some front ends (wrangler's proxy, workerd) reset the connection instead of delivering the
 /// answer, and makes servers close a connection the client would reuse. The loser of a race then sees its 416.
+/// Upload sessions one purge slice looks at (see [`Registry::purge_expired_uploads_slice`]).
+pub const PURGE_SLICE: usize = 10;
+
 async fn refuse(mut body: Body, error: Error) -> Error {
     body.drain(crate::api::body::DRAIN_LIMIT).await;
     error
@@ -664,30 +669,49 @@ impl Registry {
         Ok(Reply::empty(StatusCode::NO_CONTENT))
     }
 
-    /// Remove upload sessions idle longer than the configured expiry. Returns how many were removed.
+    /// Remove upload sessions idle longer than the configured expiry, slice by slice until every session was looked
+    /// at. Returns how many were removed.
     pub async fn purge_expired_uploads(&self) -> Result<usize> {
-        let now = self.env.now_unix();
         let mut removed = 0;
-        let mut after: Option<String> = None;
         loop {
-            let keys = self.meta.list(keys::UPLOADS_PREFIX, after.as_deref(), 1000).await?;
-            let Some(last) = keys.last().cloned() else { break };
-            for key in &keys {
-                let Some(raw) = self.meta.get(key).await? else { continue };
-                match serde_json::from_slice::<UploadSession>(&raw) {
-                    Ok(s) if s.is_expired(now, self.config.upload_expiry_secs) => {
-                        self.discard(&s).await;
-                        removed += 1;
-                    }
-                    Ok(_) => {}
-                    Err(_) => {
-                        self.meta.delete(key).await?;
-                        removed += 1;
-                    }
+            let (n, done) = self.purge_expired_uploads_slice(PURGE_SLICE).await?;
+            removed += n;
+            if done {
+                return Ok(removed);
+            }
+        }
+    }
+
+    /// Look at up to `limit` upload sessions after the persisted cursor and remove the expired ones; `(removed,
+    /// done)`, where `done` means the slice reached the last session (the next slice starts over). Store calls: a
+    /// cursor read, a list call, a cursor write and at most four per session (read, remove the record, abort its
+    /// multipart upload, remove its tail) — 43 with [`PURGE_SLICE`], under the 50 subrequests a Workers Free plan
+    /// invocation may make, so each cron run does one slice and a cycle spans several.
+    pub async fn purge_expired_uploads_slice(&self, limit: usize) -> Result<(usize, bool)> {
+        let now = self.env.now_unix();
+        let cursor = self.meta.get(keys::UPLOADS_PURGE_CURSOR).await?.and_then(|c| String::from_utf8(c.to_vec()).ok());
+        let start_after = cursor.filter(|c| c.starts_with(keys::UPLOADS_PREFIX));
+        let page = self.meta.list(keys::UPLOADS_PREFIX, start_after.as_deref(), limit.max(1)).await?;
+        let mut removed = 0;
+        for key in &page {
+            let Some(raw) = self.meta.get(key).await? else { continue };
+            match serde_json::from_slice::<UploadSession>(&raw) {
+                Ok(s) if s.is_expired(now, self.config.upload_expiry_secs) => {
+                    self.discard(&s).await;
+                    removed += 1;
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    self.meta.delete(key).await?;
+                    removed += 1;
                 }
             }
-            after = Some(last);
         }
-        Ok(removed)
+        let done = page.len() < limit.max(1);
+        match (done, page.last()) {
+            (false, Some(last)) => self.meta.put(keys::UPLOADS_PURGE_CURSOR, Bytes::from(last.clone())).await?,
+            _ => self.meta.delete(keys::UPLOADS_PURGE_CURSOR).await?,
+        }
+        Ok((removed, done))
     }
 }
