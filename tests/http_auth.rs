@@ -302,6 +302,31 @@ fn unknown_user_is_answered_like_a_wrong_password() {
 }
 
 #[test]
+fn repeated_failed_logins_get_429_with_retry_after_and_no_bcrypt() {
+    // Cost 12 (about a quarter of a second per check): the locked answers come back at once because no bcrypt runs.
+    let Some(a) = start_cost(12, &[("PIER_AUTH_MAX_FAILURES", "3"), ("PIER_AUTH_FAILURE_WINDOW", "10m")]) else { return };
+    let s = &a.server;
+    for _ in 0..3 {
+        get(s, "/v2/", &basic("alice", "wrong")).expect_error(401, "UNAUTHORIZED");
+    }
+    // Locked: even the right password, and at the token endpoint too (the lock must not become an oracle).
+    let locked = get(s, "/v2/", &basic("alice", "alice-pw"));
+    locked.expect_error(429, "TOOMANYREQUESTS");
+    let retry: u64 = locked.must_header("retry-after").parse().unwrap();
+    assert!((1..=600).contains(&retry), "Retry-After {retry}");
+    token_resp(s, Some(&basic("alice", "alice-pw")), &["repository:team/app:pull"]).expect_error(429, "TOOMANYREQUESTS");
+    // An unknown user is counted and answered the same way.
+    for _ in 0..3 {
+        get(s, "/v2/", &basic("nobody-here", "wrong")).expect_error(401, "UNAUTHORIZED");
+    }
+    let unknown = get(s, "/v2/", &basic("nobody-here", "wrong"));
+    unknown.expect_error(429, "TOOMANYREQUESTS");
+    assert_eq!(unknown.body, locked.body);
+    // Other users are not locked out by alice's failures (the address limit is five times the user limit).
+    get(s, "/v2/", &basic("reader", "reader-pw")).expect(200);
+}
+
+#[test]
 fn basic_credentials_keep_working_across_requests() {
     // Whether repeated Basic requests skip bcrypt is the credential cache's job, unit-tested in src/auth/cache.rs and
     // measured in benches/auth.rs; here: repeated requests keep being accepted, and a wrong password never is.

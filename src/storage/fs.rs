@@ -1,7 +1,9 @@
 //! Local-filesystem backends for the native server. Every write lands atomically: bytes go to a temporary file in
 //! the same filesystem, are fsynced, then renamed over the final name, so a reader never sees half an object and a
-//! crash never leaves one. The blocking `std::fs` calls run on Tokio's blocking pool (see [`blocking`]): the native
-//! server runs the core on one thread, which a slow disk must not stall.
+//! crash never leaves one. Writes (each with its fsyncs), listings, multipart assembly and object bodies run on Tokio's
+//! blocking pool (see [`blocking`]): the native server runs the core on one thread, which a slow disk must not stall.
+//! Reads of one small metadata file and stats stay in place: they come from the page cache on a registry in use,
+//! and the pool's hand-off would double the cost of a pull by tag.
 //!
 //! Layout under the root: `objects/<key>`, `multipart/<upload id>/<part etag>`, `meta/<key>~`, `tmp/`, `lock`. Meta
 //! keys get a `~` suffix on the leaf (a character no name, tag, digest or id contains) so that `a` and `a/b` can both
@@ -219,14 +221,14 @@ fn read_stream(file: File, remaining: u64) -> ByteStream {
 #[async_trait(?Send)]
 impl ObjectStore for FsObjectStore {
     async fn head(&self, key: &str) -> Result<Option<u64>> {
+        // In place, like metadata reads: one stat.
         let p = self.object_path(key);
-        blocking(move || match fs::metadata(&p) {
+        match fs::metadata(&p) {
             Ok(m) if m.is_file() => Ok(Some(m.len())),
             Ok(_) => Ok(None),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_err("stat", &p, e)),
-        })
-        .await
+        }
     }
 
     async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<Option<ObjectRead>> {
@@ -393,13 +395,14 @@ fn collect_keys(dir: &Path, key_prefix: &str, suffix: Option<char>, out: &mut Ve
 #[async_trait(?Send)]
 impl MetaStore for FsMetaStore {
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        // In place: a metadata value is a few hundred bytes, read from the page cache on any registry that is being
+        // pulled from, and a trip to the pool would double the cost of the hottest request (a pull by tag).
         let p = self.key_path(key);
-        blocking(move || match fs::read(&p) {
+        match fs::read(&p) {
             Ok(v) => Ok(Some(Bytes::from(v))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_err("read", &p, e)),
-        })
-        .await
+        }
     }
 
     async fn get_versioned(&self, key: &str) -> Result<Option<Versioned>> {
