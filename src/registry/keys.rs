@@ -7,7 +7,8 @@
 //!               `repositories/<name>/_blobs/<alg>/<hex>` (the blob is part of the repository; same value),
 //!               `repositories/<name>/_manifests/<alg>/<hex>` (manifest record: JSON header line + exact bytes),
 //!               `repositories/<name>/_tags/<tag>` (digest), `repositories/<name>/_referrers/<subject>/<digest>`
-//!               (descriptor), `_catalog/<name>`, `_uploads/<id>` (session).
+//!               (descriptor), `_catalog/<name>`, `_uploads/<id>` (session), `_health/probe` (never written: read
+//!               by the health check).
 //!
 //! Name components never start with `_`, so a repository's `_tags/` prefix can never list a nested repository's keys.
 
@@ -72,3 +73,7 @@ pub const UPLOADS_PREFIX: &str = "_uploads/";
 pub fn upload(id: &str) -> String {
     format!("{UPLOADS_PREFIX}{id}")
 }
+
+/// The key the health check reads: never written, so reading it costs one small lookup on every backend (a 404 from
+/// an object store, a missing file) and proves the store answers.
+pub const HEALTH_PROBE: &str = "_health/probe";
