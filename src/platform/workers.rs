@@ -3,11 +3,14 @@
 //! response back. A `scheduled` entry point (wrangler.toml `[triggers]`) purges expired upload sessions.
 //!
 //! Configuration comes from `[vars]` and secrets under the same names as everywhere (`Config::from_lookup`).
+//!
+//! Request logs are JSON lines through `console.log`, which Workers Logs and `wrangler tail` parse into fields; the
+//! client's address comes from Cloudflare's `CF-Connecting-IP` header.
 
-use crate::api::{Body, Request, Response};
+use crate::api::{Body, ClientAddr, Request, Response};
 use crate::config::Config;
 use crate::error::{Error, ErrorCode};
-use crate::registry::{Environment, Registry};
+use crate::registry::{Environment, Registry, RequestLog};
 use crate::sign::sigv4::{AddressingStyle, Credentials, S3Endpoint};
 use crate::sign::Timestamp;
 use crate::storage::config::StorageConfig;
@@ -43,6 +46,16 @@ impl Environment for WorkersEnvironment {
 
     fn log_error(&self, message: &str) {
         worker::console_error!("pier: {message}");
+    }
+
+    fn now_millis(&self) -> u64 {
+        // Workers advance this clock only across I/O (a Spectre mitigation), so durations count time spent waiting on
+        // storage and the client, not CPU time.
+        js_sys::Date::now() as u64
+    }
+
+    fn log_request(&self, record: &RequestLog) {
+        worker::console_log!("{}", record.to_json());
     }
 }
 
@@ -172,6 +185,10 @@ fn into_core(mut req: worker::Request) -> Result<Request, Error> {
     let mut builder = http::Request::builder().method(method.clone()).uri(path_and_query);
     for (name, value) in req.headers().entries() {
         builder = builder.header(name, value);
+    }
+    // Cloudflare sets this header itself (a client's own value is replaced at the edge).
+    if let Some(ip) = req.headers().get("cf-connecting-ip").ok().flatten().and_then(|v| v.trim().parse().ok()) {
+        builder = builder.extension(ClientAddr(ip));
     }
     let body = if matches!(method, http::Method::GET | http::Method::HEAD | http::Method::DELETE) {
         Body::Empty
