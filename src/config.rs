@@ -30,6 +30,9 @@ pub struct Config {
     /// (`None`) the platform decides: refused on Workers and wasi:http hosts, allowed by `pier serve` on a loopback
     /// address only. The core treats `None` as allowed (its own tests run without a platform).
     pub anonymous_write: Option<bool>,
+    /// Maintenance (read-only) mode: every write answers 405 `UNSUPPORTED`, reads go on, and expired upload sessions
+    /// are left alone (`REGISTRY_STORAGE_MAINTENANCE_READONLY`, see [`parse_read_only`]).
+    pub read_only: bool,
 }
 
 impl Default for Config {
@@ -42,6 +45,7 @@ impl Default for Config {
             redirect_expiry_secs: 1200,
             auth: None,
             anonymous_write: None,
+            read_only: false,
         }
     }
 }
@@ -109,6 +113,36 @@ pub fn parse_size(setting: &str, v: &str) -> Result<u64, ConfigError> {
         .ok_or_else(|| bad(setting, format!("expected a positive size, got {v:?}")))
 }
 
+/// registry:2's read-only setting. registry:2 takes `storage.maintenance.readonly` as a map, `{enabled: true}`, and
+/// its environment overrides are YAML, so people write `REGISTRY_STORAGE_MAINTENANCE_READONLY='{"enabled":true}'`
+/// (or `{enabled: true}`, `enabled: true`). A plain `true`/`false` is accepted too. Any other key inside the map is a
+/// mistake worth stopping for: it would otherwise leave a registry writable that its operator meant to freeze.
+pub fn parse_read_only(setting: &str, v: &str) -> Result<bool, ConfigError> {
+    let t = v.trim();
+    let map = match t.strip_prefix('{') {
+        Some(rest) => rest.strip_suffix('}').ok_or_else(|| bad(setting, format!("unclosed map in {v:?}")))?,
+        // `enabled: true` without braces is a YAML block map; anything else must be a boolean.
+        None if t.contains(':') || t.contains('=') => t,
+        None => return parse_bool(setting, t),
+    };
+    let unquote = |s: &str| {
+        let s = s.trim();
+        s.strip_prefix('"').and_then(|s| s.strip_suffix('"')).or_else(|| s.strip_prefix('\'').and_then(|s| s.strip_suffix('\''))).unwrap_or(s).to_string()
+    };
+    let mut enabled = false;
+    for entry in map.split([',', '\n']).map(str::trim).filter(|e| !e.is_empty()) {
+        let (key, value) = entry
+            .split_once(':')
+            .or_else(|| entry.split_once('='))
+            .ok_or_else(|| bad(setting, format!("expected enabled: true or false, got {v:?}")))?;
+        match unquote(key).as_str() {
+            "enabled" => enabled = parse_bool(setting, &unquote(value))?,
+            other => return Err(bad(setting, format!("unknown key {other:?} (registry:2 knows only enabled)"))),
+        }
+    }
+    Ok(enabled)
+}
+
 impl Config {
     /// Read settings through `lookup` (e.g. `|k| std::env::var(k).ok()`); unset ones keep their defaults.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
@@ -130,6 +164,13 @@ impl Config {
         }
         if let Some(v) = lookup("PIER_ANONYMOUS_WRITE") {
             c.anonymous_write = Some(parse_bool("PIER_ANONYMOUS_WRITE", &v)?);
+        }
+        if let Some(v) = lookup("REGISTRY_STORAGE_MAINTENANCE_READONLY") {
+            c.read_only = parse_read_only("REGISTRY_STORAGE_MAINTENANCE_READONLY", &v)?;
+        }
+        // registry:2's override of the map's one key; the more specific setting wins, as in registry:2.
+        if let Some(v) = lookup("REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED") {
+            c.read_only = parse_bool("REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED", &v)?;
         }
         c.auth = AuthConfig::from_lookup(&lookup)?;
         Ok(c)
@@ -160,5 +201,36 @@ mod tests {
         assert!(parse_size("X", "12 parsecs").is_err());
         assert_eq!(parse_duration_secs("X", "2d").unwrap(), 172800);
         assert!(parse_duration_secs("X", "soon").is_err());
+    }
+
+    #[test]
+    fn read_only_accepts_registry2_forms() {
+        let on = |v: &str| parse_read_only("R", v).unwrap_or_else(|e| panic!("{v:?}: {e}"));
+        for v in ["true", " TRUE ", "1", r#"{"enabled":true}"#, "{enabled: true}", "{ enabled : 'true' }", "enabled: true", "enabled=true", "{\"enabled\": \"yes\"}", "enabled: true\n"] {
+            assert!(on(v), "{v:?}");
+        }
+        for v in ["false", "", "0", r#"{"enabled":false}"#, "{enabled: false}", "{}", "enabled: false"] {
+            assert!(!on(v), "{v:?}");
+        }
+        for v in ["maybe", r#"{"enabled":maybe}"#, "{enabled: true", "{readonly: true}", r#"{"enabled":true,"other":1}"#, "{enabled}"] {
+            let e = parse_read_only("REGISTRY_STORAGE_MAINTENANCE_READONLY", v).unwrap_err();
+            assert_eq!(e.setting, "REGISTRY_STORAGE_MAINTENANCE_READONLY", "{v:?}");
+        }
+    }
+
+    #[test]
+    fn read_only_settings() {
+        let read = |pairs: &[(&str, &str)]| {
+            let env: HashMap<&str, &str> = pairs.iter().copied().collect();
+            Config::from_lookup(|k| env.get(k).map(|v| v.to_string()))
+        };
+        assert!(!read(&[]).unwrap().read_only);
+        assert!(read(&[("REGISTRY_STORAGE_MAINTENANCE_READONLY", r#"{"enabled":true}"#)]).unwrap().read_only);
+        assert!(read(&[("REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED", "true")]).unwrap().read_only);
+        // The specific key overrides the map, either way.
+        let both = [("REGISTRY_STORAGE_MAINTENANCE_READONLY", "{enabled: true}"), ("REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED", "false")];
+        assert!(!read(&both).unwrap().read_only);
+        let e = read(&[("REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED", "sure")]).unwrap_err();
+        assert_eq!(e.setting, "REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED");
     }
 }

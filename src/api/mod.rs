@@ -1,6 +1,9 @@
 //! The HTTP face of the core: request/response/body types shared by every platform adapter, and [`route`], the pure
 //! mapping of a `/v2/...` path onto the resource it names. Paths are matched without percent-decoding: nothing the
 //! spec allows in a name, tag or digest needs it, so an encoded `/` or `.` simply fails validation.
+//!
+//! Facts only the platform knows about a request travel as `http::Request` extensions: [`ClientAddr`], the client's
+//! address (the native server's peer, Workers' `CF-Connecting-IP`), for request logs and login throttling.
 
 pub mod body;
 pub mod reply;
@@ -24,3 +27,6 @@ pub struct ClientAddr(pub std::net::IpAddr);
 pub const API_VERSION_HEADER: &str = "docker-distribution-api-version";
 /// Its value.
 pub const API_VERSION: &str = "registry/2.0";
+
+/// Request id header: echoed when the client sent a sane one, generated otherwise, on every response.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";

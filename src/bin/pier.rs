@@ -5,7 +5,7 @@ use pier::auth::htpasswd::hash_password;
 use pier::auth::token::Secret;
 use pier::config::{parse_bool, parse_duration_secs, parse_size, Config};
 use std::collections::HashMap;
-use pier::platform::native::{build_registry, serve, ServeOptions, Storage};
+use pier::platform::native::{build_registry, serve, LogFormat, ServeOptions, Storage};
 use pier::storage::config::StorageConfig;
 use std::io::Write;
 use std::path::PathBuf;
@@ -13,8 +13,8 @@ use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::Duration;
 
-const USAGE: &str = "usage: pier serve [--addr HOST:PORT] [--root DIR | --memory] [--no-delete]
-                  [--part-size BYTES] [--upload-expiry DURATION]
+const USAGE: &str = "usage: pier serve [--addr HOST:PORT] [--root DIR | --memory] [--no-delete] [--read-only]
+                  [--part-size BYTES] [--upload-expiry DURATION] [--log-format text|json]
 
   --addr           listen address (env PIER_ADDR or REGISTRY_HTTP_ADDR; default 127.0.0.1:5000; port 0 picks one)
   --root           data directory (env REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY; default ./pier-data)
@@ -22,8 +22,11 @@ const USAGE: &str = "usage: pier serve [--addr HOST:PORT] [--root DIR | --memory
                    REGISTRY_STORAGE=s3|azure with REGISTRY_STORAGE_S3_*/REGISTRY_STORAGE_AZURE_* keeps blobs and
                    metadata in a bucket or container (see the README: Storage backends)
   --no-delete      refuse DELETE with 405 UNSUPPORTED (env REGISTRY_STORAGE_DELETE_ENABLED=false)
+  --read-only      maintenance mode: refuse every push and delete with 405 UNSUPPORTED, serve pulls
+                   (env REGISTRY_STORAGE_MAINTENANCE_READONLY='{\"enabled\":true}' or ..._READONLY_ENABLED=true)
   --part-size      multipart part size (env PIER_UPLOAD_PART_SIZE; default 8MiB)
   --upload-expiry  idle upload sessions expire after this (env PIER_UPLOAD_EXPIRY; default 24h)
+  --log-format     request log lines on stdout: text or json (env PIER_LOG_FORMAT; default text)
 
 Access control: REGISTRY_AUTH=htpasswd with REGISTRY_AUTH_HTPASSWD_PATH=FILE, rules in PIER_AUTH_RULES_PATH=FILE
 (see the README, section Access control). Without it, writes are allowed only on a loopback address unless
@@ -37,6 +40,7 @@ struct Options {
     storage: Storage,
     config: Config,
     serve: ServeOptions,
+    log_format: LogFormat,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -109,6 +113,10 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         StorageConfig::S3(s) => Storage::S3(s),
         StorageConfig::Azure(a) => Storage::Azure(a),
     };
+    let mut log_format = match env("PIER_LOG_FORMAT") {
+        Some(v) => LogFormat::parse("PIER_LOG_FORMAT", &v).map_err(|e| e.to_string())?,
+        None => LogFormat::default(),
+    };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |flag: &str| it.next().cloned().ok_or_else(|| format!("{flag} needs a value"));
@@ -117,6 +125,8 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "--root" => storage = Storage::Filesystem(PathBuf::from(value("--root")?)),
             "--memory" => storage = Storage::Memory,
             "--no-delete" => config.delete_enabled = false,
+            "--read-only" => config.read_only = true,
+            "--log-format" => log_format = LogFormat::parse("--log-format", &value("--log-format")?).map_err(|e| e.to_string())?,
             "--delete" => config.delete_enabled = parse_bool("--delete", &value("--delete")?).map_err(|e| e.to_string())?,
             "--part-size" => config.part_size = parse_size("--part-size", &value("--part-size")?).map_err(|e| e.to_string())?,
             "--upload-expiry" => {
@@ -129,6 +139,9 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         // Open on a loopback address (a developer's machine); anywhere else, writes need users or an explicit opt-in.
         let loopback = addr.parse::<std::net::SocketAddr>().map(|a| a.ip().is_loopback()).unwrap_or(addr.starts_with("localhost:"));
         config.anonymous_write = Some(loopback);
+    }
+    if config.read_only {
+        eprintln!("pier: read-only mode: pushes and deletes are refused with 405 UNSUPPORTED, pulls are served");
     }
     if config.auth.is_none() {
         match config.anonymous_write {
@@ -154,7 +167,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             .filter(|n| *n > 0)
             .ok_or_else(|| format!("configuration setting PIER_HTTP_MAX_CONNECTIONS: expected a positive number, got {v:?}"))?;
     }
-    Ok(Options { addr, storage, config, serve })
+    Ok(Options { addr, storage, config, serve, log_format })
 }
 
 fn main() -> ExitCode {
@@ -202,7 +215,7 @@ fn main() -> ExitCode {
     };
     let local = tokio::task::LocalSet::new();
     let result = local.block_on(&runtime, async move {
-        let registry = build_registry(&opts.storage, opts.config).map_err(|e| format!("cannot open storage: {e}"))?;
+        let registry = build_registry(&opts.storage, opts.config, opts.log_format).map_err(|e| format!("cannot open storage: {e}"))?;
         let listener = tokio::net::TcpListener::bind(&opts.addr).await.map_err(|e| format!("cannot listen on {}: {e}", opts.addr))?;
         let local_addr = listener.local_addr().map_err(|e| e.to_string())?;
         println!("pier listening on http://{local_addr}");

@@ -5,12 +5,15 @@
 //! A slow or idle client must not hold the server: request headers must arrive within a time limit, a request body
 //! that stops arriving ends its request (an upload then keeps its last good offset), and the number of connections
 //! served at once is capped (further ones wait in the listen backlog). See [`ServeOptions`].
+//!
+//! Request logs go to stdout, one line per request, as text or JSON ([`LogFormat`]); server errors go to stderr. The
+//! peer address of each connection reaches the core as a [`ClientAddr`] request extension.
 
 use crate::api::{Body, ClientAddr, Request, Response};
 use crate::auth::htpasswd::BcryptHash;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::error::{Error, ErrorCode};
-use crate::registry::{Environment, Registry};
+use crate::registry::{Environment, Registry, RequestLog};
 use crate::storage::fs::{FsMetaStore, FsObjectStore};
 use crate::storage::config::{AzureSettings, S3Settings};
 use crate::storage::memory::{MemoryMetaStore, MemoryObjectStore};
@@ -25,7 +28,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
-use std::io;
+use std::io::{self, Write as _};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -35,29 +39,59 @@ use tokio::sync::Semaphore;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
 
+/// How request logs are written (`pier serve --log-format`, `PIER_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// A compact human line ([`RequestLog::to_text`]).
+    #[default]
+    Text,
+    /// One JSON object per line ([`RequestLog::to_json`]), for log shippers.
+    Json,
+}
+
+impl LogFormat {
+    /// `text` or `json`; `setting` names the flag or variable in the error.
+    pub fn parse(setting: &str, v: &str) -> Result<Self, ConfigError> {
+        match v.trim().to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(ConfigError { setting: setting.to_string(), problem: format!("expected text or json, got {v:?}") }),
+        }
+    }
+}
+
 /// Time, randomness and logs from the operating system; bcrypt on the blocking pool.
 pub struct NativeEnvironment {
+    /// The form of request log lines.
+    pub log_format: LogFormat,
     /// Password checks running at once: one core's worth fewer than the machine has, so the thread serving requests
     /// always has a core while logins queue (asynchronously) for theirs.
     password_checks: Arc<Semaphore>,
 }
 
 impl NativeEnvironment {
-    pub fn new() -> Self {
+    pub fn new(log_format: LogFormat) -> Self {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        NativeEnvironment { password_checks: Arc::new(Semaphore::new(cores.saturating_sub(1).max(1))) }
-    }
-}
-
-impl Default for NativeEnvironment {
-    fn default() -> Self {
-        Self::new()
+        NativeEnvironment { log_format, password_checks: Arc::new(Semaphore::new(cores.saturating_sub(1).max(1))) }
     }
 }
 
 impl Environment for NativeEnvironment {
     fn now_unix(&self) -> u64 {
         SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    }
+
+    fn now_millis(&self) -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    }
+
+    fn log_request(&self, record: &RequestLog) {
+        let line = match self.log_format {
+            LogFormat::Text => record.to_text(),
+            LogFormat::Json => record.to_json(),
+        };
+        // Not println!: it panics when stdout is closed (a log reader gone), which must not fail a request.
+        let _ = writeln!(io::stdout().lock(), "{line}");
     }
 
     fn random_bytes(&self) -> [u8; 16] {
@@ -107,8 +141,8 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// Build a registry over `storage`.
-pub fn build_registry(storage: &Storage, config: Config) -> Result<Registry, Error> {
+/// Build a registry over `storage`, writing request logs in `log_format`.
+pub fn build_registry(storage: &Storage, config: Config, log_format: LogFormat) -> Result<Registry, Error> {
     let (objects, meta): (Rc<dyn ObjectStore>, Rc<dyn MetaStore>) = match storage {
         Storage::Filesystem(root) => (Rc::new(FsObjectStore::new(root)?), Rc::new(FsMetaStore::new(root)?)),
         Storage::Memory => (Rc::new(MemoryObjectStore::new()), Rc::new(MemoryMetaStore::new())),
@@ -123,7 +157,7 @@ pub fn build_registry(storage: &Storage, config: Config) -> Result<Registry, Err
             (objects.clone(), Rc::new(ObjectMetaStore::new(objects, DEFAULT_PREFIX)))
         }
     };
-    Ok(Registry::new(objects, meta, config, Rc::new(NativeEnvironment::new())))
+    Ok(Registry::new(objects, meta, config, Rc::new(NativeEnvironment::new(log_format))))
 }
 
 /// The core's body as a hyper body. Not `Send`, like the core's streams; hyper's HTTP/1 connections on a local task
@@ -159,9 +193,10 @@ impl hyper::body::Body for HyperBody {
     }
 }
 
-fn into_core(req: hyper::Request<Incoming>, body_timeout: Duration, client: std::net::IpAddr) -> Request {
+fn into_core(req: hyper::Request<Incoming>, peer: SocketAddr, body_timeout: Duration) -> Request {
     let (mut parts, incoming) = req.into_parts();
-    parts.extensions.insert(ClientAddr(client));
+    // Canonical: a dual-stack listener reports IPv4 clients as `::ffff:a.b.c.d`.
+    parts.extensions.insert(ClientAddr(peer.ip().to_canonical()));
     let frames = BodyStream::new(incoming).filter_map(|frame| async move {
         match frame {
             Ok(f) => f.into_data().ok().map(Ok),
@@ -235,13 +270,11 @@ pub async fn serve(listener: TcpListener, registry: Rc<Registry>, options: Serve
             }
         };
         let _ = stream.set_nodelay(true);
-        // An IPv4 client on a dual-stack socket counts as its IPv4 address.
-        let client = peer.ip().to_canonical();
         let registry = registry.clone();
         tokio::task::spawn_local(async move {
             let service = service_fn(move |req: hyper::Request<Incoming>| {
                 let registry = registry.clone();
-                async move { Ok::<_, Infallible>(into_hyper(registry.handle(into_core(req, options.body_timeout, client)).await)) }
+                async move { Ok::<_, Infallible>(into_hyper(registry.handle(into_core(req, peer, options.body_timeout)).await)) }
             });
             // Connection errors (clients hanging up, a TLS hello on the plain port, a header timeout) concern only that
             // client.

@@ -5,10 +5,13 @@
 //! Configuration comes from the component's environment (`wasmtime serve --env NAME=VALUE`, Spin's
 //! `[component.pier] environment`), so one component runs on every host: Spin-only imports (variables, key-value)
 //! would stop it from loading under `wasmtime serve`.
+//!
+//! Request logs are JSON lines on stderr, which Spin and `wasmtime serve` collect as the component's log. wasi:http
+//! tells a component nothing about the client's address, so records carry none.
 
 use crate::api::{Body, Request, Response};
 use crate::error::{Error, ErrorCode};
-use crate::registry::{Environment, Registry};
+use crate::registry::{Environment, Registry, RequestLog};
 use crate::storage::http::{HttpClient, HttpRequest, HttpResponse};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -35,6 +38,14 @@ impl Environment for WasiEnvironment {
 
     fn log_error(&self, message: &str) {
         eprintln!("pier: error: {message}");
+    }
+
+    fn now_millis(&self) -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    }
+
+    fn log_request(&self, record: &RequestLog) {
+        eprintln!("{}", record.to_json());
     }
 }
 

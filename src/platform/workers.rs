@@ -4,11 +4,14 @@
 //! slice per run.
 //!
 //! Configuration comes from `[vars]` and secrets under the same names as everywhere (`Config::from_lookup`).
+//!
+//! Request logs are JSON lines through `console.log`, which Workers Logs and `wrangler tail` parse into fields; the
+//! client's address comes from Cloudflare's `CF-Connecting-IP` header.
 
 use crate::api::{Body, ClientAddr, Request, Response};
 use crate::config::Config;
 use crate::error::{Error, ErrorCode};
-use crate::registry::{Environment, Registry};
+use crate::registry::{Environment, Registry, RequestLog};
 use crate::sign::sigv4::{AddressingStyle, Credentials, S3Endpoint};
 use crate::sign::Timestamp;
 use crate::storage::config::StorageConfig;
@@ -44,6 +47,16 @@ impl Environment for WorkersEnvironment {
 
     fn log_error(&self, message: &str) {
         worker::console_error!("pier: {message}");
+    }
+
+    fn now_millis(&self) -> u64 {
+        // Workers advance this clock only across I/O (a Spectre mitigation), so durations count time spent waiting on
+        // storage and the client, not CPU time.
+        js_sys::Date::now() as u64
+    }
+
+    fn log_request(&self, record: &RequestLog) {
+        worker::console_log!("{}", record.to_json());
     }
 }
 
@@ -174,6 +187,10 @@ fn into_core(mut req: worker::Request) -> Result<Request, Error> {
     for (name, value) in req.headers().entries() {
         builder = builder.header(name, value);
     }
+    // Cloudflare sets this header itself (a client's own value is replaced at the edge).
+    if let Some(ip) = req.headers().get("cf-connecting-ip").ok().flatten().and_then(|v| v.trim().parse().ok()) {
+        builder = builder.extension(ClientAddr(ip));
+    }
     let body = if matches!(method, http::Method::GET | http::Method::HEAD | http::Method::DELETE) {
         Body::Empty
     } else {
@@ -184,13 +201,7 @@ fn into_core(mut req: worker::Request) -> Result<Request, Error> {
             Err(_) => Body::Empty,
         }
     };
-    // Cloudflare sets CF-Connecting-IP on every request that reaches a Worker (a client cannot choose it).
-    let client = req.headers().get("cf-connecting-ip").ok().flatten().and_then(|v| v.trim().parse::<std::net::IpAddr>().ok());
-    let mut request = builder.body(body).map_err(|_| bad("invalid request"))?;
-    if let Some(ip) = client {
-        request.extensions_mut().insert(ClientAddr(ip));
-    }
-    Ok(request)
+    builder.body(body).map_err(|_| bad("invalid request"))
 }
 
 fn into_worker(resp: Response) -> worker::Result<worker::Response> {

@@ -10,7 +10,8 @@
 //!               (descriptor), `repositories/<name>/_tagindex/<alg>/<hex>/<tag>` (the tag was pointed at the
 //!               manifest: the reverse index a delete by digest lists), `repositories/<name>/_tagindex/ready` (every
 //!               tag of the repository is in the reverse index), `_catalog/<name>`, `_uploads/<id>` (session),
-//!               `_cursors/uploads-purge` (where the next purge slice starts).
+//!               `_cursors/uploads-purge` (where the next purge slice starts),
+//!               `_health/probe` (never written: read by the health check).
 //!
 //! Name components never start with `_`, so a repository's `_tags/` prefix can never list a nested repository's keys.
 
@@ -94,3 +95,7 @@ pub const UPLOADS_PURGE_CURSOR: &str = "_cursors/uploads-purge";
 pub fn upload(id: &str) -> String {
     format!("{UPLOADS_PREFIX}{id}")
 }
+
+/// The key the health check reads: never written, so reading it costs one small lookup on every backend (a 404 from
+/// an object store, a missing file) and proves the store answers.
+pub const HEALTH_PROBE: &str = "_health/probe";

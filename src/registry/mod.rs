@@ -3,22 +3,30 @@
 //! turns every error into an OCI error response. Platform adapters construct a `Registry` with their stores and an
 //! [`Environment`] for time, randomness and logs. With access control configured, every request is first put to the
 //! [`Authorizer`] (the scope it needs follows from its route and method), and `/token` is its token endpoint.
+//!
+//! Operations live here too, so every platform has them: `/health` answers before routing and access control (see
+//! `health`), read-only mode (`Config::read_only`) refuses writes before anything else looks at them, and every
+//! request gets an `X-Request-Id` and one [`RequestLog`] record handed to [`Environment::log_request`].
 
 mod blobs;
 mod discovery;
+mod health;
 pub mod keys;
 mod manifests;
+pub mod request_log;
 #[cfg(test)]
 mod bounds_tests;
 #[cfg(test)]
 mod fault_tests;
+#[cfg(test)]
+mod ops_tests;
 #[cfg(test)]
 mod tests;
 mod uploads;
 
 pub use uploads::PURGE_SLICE;
 
-use crate::api::{route, ClientAddr, Reply, Request, Response, Route};
+use crate::api::{route, ClientAddr, Reply, Request, Response, Route, REQUEST_ID_HEADER};
 use crate::auth::htpasswd::BcryptHash;
 use crate::auth::authorizer::RequestInfo;
 use crate::auth::token::Secret;
@@ -30,8 +38,11 @@ use futures::future::LocalBoxFuture;
 use http::{HeaderMap, Method, StatusCode};
 use std::rc::Rc;
 
-/// The most bytes of a refused request's body read before answering 401/403 (a monolithic layer upload can be large;
-/// beyond this the connection is closed instead).
+pub use health::HEALTH_PATH;
+pub use request_log::{RequestLog, RouteKind};
+
+/// The most bytes of a refused request's body read before answering 401/403, or 405 in read-only mode (a monolithic
+/// layer upload can be large; beyond this the connection is closed instead).
 const AUTH_DRAIN_LIMIT: u64 = 16 * 1024 * 1024;
 
 /// Whether a request changes the registry (uploads, manifest and tag pushes, deletes).
@@ -52,6 +63,13 @@ pub trait Environment {
     fn verify_password(&self, hash: BcryptHash, password: Vec<u8>) -> LocalBoxFuture<'static, bool> {
         Box::pin(futures::future::ready(hash.verify(&password)))
     }
+    /// Milliseconds since the Unix epoch, for request logs and durations. The default has one-second precision.
+    fn now_millis(&self) -> u64 {
+        self.now_unix().saturating_mul(1000)
+    }
+    /// Write the record of one answered request (the platform picks the form: [`RequestLog::to_json`] or
+    /// [`RequestLog::to_text`]). The default drops it, for environments without logs (tests, benchmarks).
+    fn log_request(&self, _record: &RequestLog) {}
 }
 
 /// The registry core.
@@ -103,31 +121,60 @@ impl Registry {
         &self.config
     }
 
-    /// Answer one request. Never fails: errors become OCI error responses.
+    /// Answer one request. Never fails: errors become OCI error responses. Every answer carries `X-Request-Id`, and
+    /// its record goes to [`Environment::log_request`].
     pub async fn handle(&self, req: Request) -> Response {
+        let start = self.env.now_millis();
+        let request_id =
+            request_log::client_request_id(req.headers()).unwrap_or_else(|| request_log::new_request_id(self.env.random_bytes()));
+        let mut record = RequestLog::start(&req, request_id, start);
         let is_head = req.method() == Method::HEAD;
-        let reply = match self.dispatch(req).await {
+        let reply = match self.dispatch(req, &mut record).await {
             Ok(r) => r,
             Err(e) => {
                 if e.status().is_server_error() {
-                    self.env.log_error(&e.to_string());
+                    self.env.log_error(&format!("request {}: {e}", record.request_id));
                 }
                 Reply::error(&e)
             }
         };
+        if record.route == RouteKind::Token && reply.status.is_success() {
+            if let crate::api::Body::Full(body) = &reply.body {
+                record.user = request_log::issued_token_subject(body);
+            }
+        }
+        let reply = reply.header(REQUEST_ID_HEADER, record.request_id.clone());
+        record.finish(&reply, is_head, self.env.now_millis());
+        self.env.log_request(&record);
         if is_head { reply.without_body() } else { reply }.into_response()
     }
 
-    async fn dispatch(&self, req: Request) -> Result<Reply> {
+    async fn dispatch(&self, req: Request, record: &mut RequestLog) -> Result<Reply> {
         let (parts, body) = req.into_parts();
+        // Before routing and access control: probes come without credentials, and `/health` is not an API path.
+        if parts.uri.path() == HEALTH_PATH {
+            record.route = RouteKind::Health;
+            return self.health(&parts.method, &record.request_id).await;
+        }
         let client = parts.extensions.get::<ClientAddr>().map(|c| c.0);
         let info = RequestInfo { method: &parts.method, uri: &parts.uri, headers: &parts.headers, client };
         if let Some(auth) = &self.auth {
             if parts.uri.path() == TOKEN_PATH {
+                record.route = RouteKind::Token;
                 return auth.token_endpoint(&info, body, self.env.now_unix(), self.env.random_bytes()).await;
             }
         }
         let route = route(parts.uri.path())?;
+        record.set_route(&route);
+        if self.config.read_only && is_write(&parts.method) {
+            // Before access control: the answer is the same for everyone, and a refused push costs no bcrypt.
+            let mut body = body;
+            body.drain(AUTH_DRAIN_LIMIT).await;
+            return Err(Error::msg(
+                ErrorCode::Unsupported,
+                "the registry is in read-only mode (maintenance): pushes and deletes are refused, pulls work",
+            ));
+        }
         if self.auth.is_none() && self.config.anonymous_write == Some(false) && is_write(&parts.method) {
             let mut body = body;
             body.drain(AUTH_DRAIN_LIMIT).await;
@@ -151,6 +198,7 @@ impl Registry {
             },
             None => Access::unrestricted(),
         };
+        record.user = access.user().map(str::to_string);
         let query = Query::parse(parts.uri.query());
         let method = parts.method.clone();
         let headers = &parts.headers;

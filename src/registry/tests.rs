@@ -11,7 +11,7 @@ use std::cell::Cell;
 
 struct TestEnv {
     now: Cell<u64>,
-    n: Cell<u8>,
+    n: Cell<u64>,
 }
 
 impl Environment for TestEnv {
@@ -19,8 +19,15 @@ impl Environment for TestEnv {
         self.now.get()
     }
     fn random_bytes(&self) -> [u8; 16] {
-        self.n.set(self.n.get() + 1);
-        [self.n.get(); 16]
+        // `[n; 16]` for the first 255 calls; the high bytes of the counter keep later ones distinct (every request
+        // draws a request id, so a long test makes many calls).
+        let n = self.n.get() + 1;
+        self.n.set(n);
+        let mut b = [n as u8; 16];
+        for (x, h) in b[8..].iter_mut().zip((n >> 8).to_le_bytes()) {
+            *x ^= h;
+        }
+        b
     }
     fn log_error(&self, m: &str) {
         panic!("unexpected server error: {m}");

@@ -688,6 +688,11 @@ impl Registry {
     /// multipart upload, remove its tail) — 43 with [`PURGE_SLICE`], under the 50 subrequests a Workers Free plan
     /// invocation may make, so each cron run does one slice and a cycle spans several.
     pub async fn purge_expired_uploads_slice(&self, limit: usize) -> Result<(usize, bool)> {
+        if self.config.read_only {
+            // Maintenance mode freezes the storage (a migration or a collection may be reading it): nothing is
+            // removed, and sessions idle past their expiry go at the first purge after it ends.
+            return Ok((0, true));
+        }
         let now = self.env.now_unix();
         let cursor = self.meta.get(keys::UPLOADS_PURGE_CURSOR).await?.and_then(|c| String::from_utf8(c.to_vec()).ok());
         let start_after = cursor.filter(|c| c.starts_with(keys::UPLOADS_PREFIX));

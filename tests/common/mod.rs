@@ -45,6 +45,8 @@ pub struct Server {
     child: Option<Child>,
     root: Option<tempfile::TempDir>,
     stderr: Arc<Mutex<Vec<u8>>>,
+    /// What the server printed on stdout after its listening line (request logs), the tail.
+    stdout: Arc<Mutex<Vec<u8>>>,
     agent: ureq::Agent,
 }
 
@@ -111,6 +113,17 @@ impl Server {
         Self::spawn_env(None, &all, env)
     }
 
+    /// Starts a server with exactly these settings: a filesystem root (or none, leaving storage to `env` and `args`),
+    /// environment variables and flags. Never uses `PIER_TEST_URL`.
+    pub fn start_custom(root: Option<&Path>, env: &[(&str, &str)], args: &[&str]) -> Server {
+        Self::spawn_env(root, args, env)
+    }
+
+    /// What the spawned server wrote to stdout after its listening line so far (request logs; the tail).
+    pub fn stdout_text(&self) -> String {
+        self.stdout.lock().map(|b| String::from_utf8_lossy(&b).to_string()).unwrap_or_default()
+    }
+
     /// What the spawned server wrote to stderr so far (the tail).
     pub fn stderr_text(&self) -> String {
         self.stderr.lock().map(|b| String::from_utf8_lossy(&b).to_string()).unwrap_or_default()
@@ -123,6 +136,7 @@ impl Server {
             child: None,
             root: None,
             stderr: Arc::new(Mutex::new(Vec::new())),
+            stdout: Arc::new(Mutex::new(Vec::new())),
             agent: new_agent(),
         }
     }
@@ -138,6 +152,7 @@ impl Server {
             child: None,
             root: None,
             stderr: Arc::new(Mutex::new(Vec::new())),
+            stdout: Arc::new(Mutex::new(Vec::new())),
             agent: new_agent(),
         })
     }
@@ -181,6 +196,8 @@ impl Server {
         }
 
         let stdout = child.stdout.take().expect("child stdout");
+        let stdout_buf = Arc::new(Mutex::new(Vec::new()));
+        let out_buf = Arc::clone(&stdout_buf);
         let (tx, rx) = mpsc::channel::<Option<String>>();
         std::thread::spawn(move || {
             let mut reader = BufReader::new(stdout);
@@ -194,11 +211,18 @@ impl Server {
                     return;
                 }
             }
-            // Keep draining so the child never blocks on a full pipe.
+            // Keep draining so the child never blocks on a full pipe, and keep the tail for tests of request logs.
             let mut sink = [0u8; 4096];
             while let Ok(n) = reader.read(&mut sink) {
                 if n == 0 {
                     break;
+                }
+                if let Ok(mut b) = out_buf.lock() {
+                    b.extend_from_slice(&sink[..n]);
+                    if b.len() > 1024 * 1024 {
+                        let cut = b.len() - 512 * 1024;
+                        b.drain(..cut);
+                    }
                 }
             }
         });
@@ -230,6 +254,7 @@ impl Server {
             child: Some(child),
             root: None,
             stderr: stderr_buf,
+            stdout: stdout_buf,
             agent: new_agent(),
         }
     }
