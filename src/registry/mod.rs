@@ -218,7 +218,13 @@ impl Registry {
             (Route::Upload { name, id }, Method::PATCH) => self.patch_upload(&name, &id, headers, body).await,
             (Route::Upload { name, id }, Method::PUT) => self.finish_upload(&name, &id, &query, headers, body).await,
             (Route::Upload { name, id }, Method::DELETE) => self.cancel_upload(&name, &id).await,
-            (_, m) => Err(Error::new(ErrorCode::MethodNotAllowed).with_detail(m.as_str().to_string())),
+            (_, m) => {
+                // Read what was sent first (bounded): answering while the client still sends makes the connection
+                // close under it, and the client sees a reset instead of the 405.
+                let mut body = body;
+                body.drain(AUTH_DRAIN_LIMIT).await;
+                Err(Error::new(ErrorCode::MethodNotAllowed).with_detail(m.as_str().to_string()))
+            }
         }
     }
 

@@ -405,12 +405,12 @@ impl<'r> Writer<'r> {
     }
 }
 
-/// Answer `error` to a request whose body was not read: read it first (bounded), because answering while the client
-/// still sends makes some front ends (wrangler's proxy, workerd) reset the connection instead of delivering the
-/// answer, and makes servers close a connection the client would reuse. The loser of a race then sees its 416.
 /// Upload sessions one purge slice looks at (see [`Registry::purge_expired_uploads_slice`]).
 pub const PURGE_SLICE: usize = 10;
 
+/// Answer `error` to a request whose body was not read: read it first (bounded), because answering while the client
+/// still sends makes some front ends (wrangler's proxy, workerd) reset the connection instead of delivering the
+/// answer, and makes servers close a connection the client would reuse. The loser of a race then sees its 416.
 async fn refuse(mut body: Body, error: Error) -> Error {
     body.drain(crate::api::body::DRAIN_LIMIT).await;
     error
