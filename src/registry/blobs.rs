@@ -12,29 +12,62 @@ use crate::spec::{Digest, RepositoryName};
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
+use crate::storage::Precondition;
 
-/// The value of a blob record and of a blob link: the size, and the object key when it is not the content address.
+/// The value of a blob record and of a blob link: the size, the object key when it is not the content address, and
+/// garbage collection's mark when the collector found nothing referencing it (see `gc`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct BlobLink {
     pub size: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gc: Option<Tombstone>,
+}
+
+/// Garbage collection's mark on a link or record: unreferenced since `cycle` (at `at`, Unix seconds). `deleting`:
+/// the collector is removing the record's bytes; nothing may link to it or store bytes under its key any more.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Tombstone {
+    pub cycle: u64,
+    pub at: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleting: bool,
 }
 
 impl BlobLink {
+    /// A live (unmarked) link or record to bytes of `size` at `key` (`None`: the content address).
+    pub fn new(size: u64, key: Option<String>) -> Self {
+        BlobLink { size, key, gc: None }
+    }
+
     /// The object key holding the bytes of `digest`.
     pub fn data_key(&self, digest: &Digest) -> String {
         self.key.clone().unwrap_or_else(|| keys::blob_data(digest))
     }
+
+    /// The same blob without garbage collection's mark (what a new link or a revival writes).
+    pub fn live(&self) -> BlobLink {
+        BlobLink { gc: None, ..self.clone() }
+    }
+
+    /// Whether the collector is removing these bytes.
+    pub fn is_deleting(&self) -> bool {
+        self.gc.as_ref().is_some_and(|t| t.deleting)
+    }
 }
 
-fn decode_link(v: &[u8]) -> Result<BlobLink> {
+pub(crate) fn decode_link(v: &[u8]) -> Result<BlobLink> {
     serde_json::from_slice(v).map_err(|e| Error::storage(format!("corrupt blob link: {e}")))
 }
 
-fn encode_link(link: &BlobLink) -> Result<Bytes> {
+pub(crate) fn encode_link(link: &BlobLink) -> Result<Bytes> {
     serde_json::to_vec(link).map(Bytes::from).map_err(|e| Error::storage(e.to_string()))
 }
+
+/// How often a revival retries a compare-and-swap that lost to another writer (each loss means the value changed, so
+/// a few rounds always settle it).
+const REVIVE_ATTEMPTS: usize = 4;
 
 impl Registry {
     /// The link of `digest` in `name`, if the blob is part of the repository.
@@ -47,19 +80,40 @@ impl Registry {
         Ok(self.meta.get(&keys::blob_link(name, digest)).await?.is_some())
     }
 
-    /// The global record of `digest`, if its bytes are stored.
-    pub(crate) async fn blob_record(&self, digest: &Digest) -> Result<Option<BlobLink>> {
-        self.meta.get(&keys::blob_record(digest)).await?.map(|v| decode_link(&v)).transpose()
+    /// The global record of `digest` with its version, if its bytes are stored.
+    pub(crate) async fn blob_record_versioned(&self, digest: &Digest) -> Result<Option<(BlobLink, String)>> {
+        match self.meta.get_versioned(&keys::blob_record(digest)).await? {
+            None => Ok(None),
+            Some(v) => Ok(Some((decode_link(&v.value)?, v.version))),
+        }
     }
 
-    /// Record that the verified bytes of `digest` are stored.
-    pub(crate) async fn put_blob_record(&self, digest: &Digest, link: &BlobLink) -> Result<()> {
-        self.meta.put(&keys::blob_record(digest), encode_link(link)?).await
-    }
-
-    /// Make `digest` part of `name`.
+    /// Make `digest` part of `name` (a live link: it revives one the collector marked).
     pub(crate) async fn link_blob(&self, name: &RepositoryName, digest: &Digest, link: &BlobLink) -> Result<()> {
-        self.meta.put(&keys::blob_link(name, digest), encode_link(link)?).await
+        self.meta.put(&keys::blob_link(name, digest), encode_link(&link.live())?).await
+    }
+
+    /// Clear the collector's mark from the value under `key` by compare-and-swap: `Ok(true)` when the value is (now)
+    /// live, `Ok(false)` when it is gone or being deleted. Called *after* a writer made something depend on the value
+    /// (a manifest record on its links, a link on its blob's record): a collector that marked the value before then
+    /// sees the revival (its own conditional delete fails), and one that deletes first makes this return `false`, so
+    /// the writer fails instead of answering 201 for content that is going away. See `gc`'s module doc.
+    pub(crate) async fn revive(&self, key: &str) -> Result<bool> {
+        for _ in 0..REVIVE_ATTEMPTS {
+            let Some(v) = self.meta.get_versioned(key).await? else { return Ok(false) };
+            let link = decode_link(&v.value)?;
+            match &link.gc {
+                None => return Ok(true),
+                Some(t) if t.deleting => return Ok(false),
+                Some(_) => {
+                    let live = encode_link(&link.live())?;
+                    if self.meta.put_if(key, live, &Precondition::Version(v.version)).await?.is_some() {
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+        Err(Error::storage(format!("{key} kept changing while it was revived")))
     }
 
     pub(super) async fn get_blob(&self, name: &RepositoryName, digest: &str, headers: &HeaderMap, head: bool) -> Result<Reply> {

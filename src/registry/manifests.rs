@@ -13,8 +13,9 @@
 //! tags, not the repository's.
 //!
 //! Store calls per request, whatever the repository's size (`bounds_tests` counts them): GET/HEAD 1 (2 for a tag
-//! written before tags held a record copy); PUT one read per referenced blob or child manifest, the record, the
-//! catalog read, +1 with a subject, +2 by tag, +2 for a new repository; DELETE by tag 2; DELETE by digest 5 +
+//! written before tags held a record copy); PUT three reads per referenced blob (the check; the revival of its link
+//! and of its record after the manifest record is written) and one per child manifest, the record, the catalog read, +1 with a subject, +2 by tag, +2
+//! for a new repository; DELETE by tag 2; DELETE by digest 5 +
 //! ⌈e/1000⌉ + 3e for the e reverse-index entries of the manifest (a repository from before the index pays one scan of
 //! its tags on its first such delete).
 
@@ -23,6 +24,7 @@ use crate::api::{Body, Reply};
 use crate::error::{Error, ErrorCode, Result};
 use crate::spec::manifest::{self, Descriptor, MAX_MANIFEST_SIZE};
 use crate::spec::{Algorithm, Digest, Reference, RepositoryName, Tag};
+use crate::storage::Precondition;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::future::{try_join, try_join_all};
 use http::{HeaderMap, StatusCode};
@@ -174,7 +176,26 @@ impl Registry {
             digest: Some(digest.clone()),
         };
         let record = encode_record(&header_line, &bytes)?;
-        self.meta.put(&keys::manifest(name, &digest), record.clone()).await?;
+        let record_key = keys::manifest(name, &digest);
+        // Create-if-absent tells whether this push created the record (and may take it back below); a re-push
+        // rewrites it, as the media type may come from a different Content-Type.
+        let created = self.meta.put_if(&record_key, record.clone(), &Precondition::Absent).await?.is_some();
+        if !created {
+            self.meta.put(&record_key, record.clone()).await?;
+        }
+        // Now that the record exists (and a collection's mark phase would see it), make sure every blob it needs is
+        // still linked and stored, reviving links and records the collector marked. One already deleted (or a record
+        // being deleted) means the blob is gone: refuse,
+        // as if the check above had failed (see `gc`'s module doc for the interleavings).
+        for referenced in &info.blobs {
+            let link = keys::blob_link(name, &referenced.digest);
+            if !(self.revive(&link).await? && self.revive(&keys::blob_record(&referenced.digest)).await?) {
+                if created {
+                    self.meta.delete(&record_key).await?;
+                }
+                return Err(Error::new(ErrorCode::ManifestBlobUnknown).with_detail(referenced.digest.to_string()));
+            }
+        }
         if let Some(subject) = &info.subject {
             let descriptor = Descriptor {
                 media_type: info.media_type.clone(),

@@ -10,6 +10,7 @@
 
 mod blobs;
 mod discovery;
+pub mod gc;
 mod health;
 pub mod keys;
 mod manifests;
@@ -18,6 +19,8 @@ pub mod request_log;
 mod bounds_tests;
 #[cfg(test)]
 mod fault_tests;
+#[cfg(test)]
+mod gc_tests;
 #[cfg(test)]
 mod ops_tests;
 #[cfg(test)]

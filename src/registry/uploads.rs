@@ -335,8 +335,15 @@ impl<'r> Writer<'r> {
         self.verify_claim().await?;
         let size = self.session.offset;
         // The global record says whether these bytes are already stored (another repository, an earlier push):
-        // then this upload's copy is dropped and the repository links to the stored one.
-        let existing = reg.blob_record(digest).await?.filter(|r| r.size == size);
+        // then this upload's copy is dropped and the repository links to the stored one. A record the collector is
+        // deleting counts as absent, and its content address must not be written (the collector is removing the
+        // object there): this upload's bytes then stay under their own key.
+        let record = reg.blob_record_versioned(digest).await?;
+        let (existing, record_version, content_key_free) = match record {
+            Some((r, _)) if r.size == size && !r.is_deleting() => (Some(r), None, true),
+            Some((r, v)) => (None, Some(v), !r.is_deleting()),
+            None => (None, None, true),
+        };
         let already_stored = existing.is_some();
         let link = if self.session.multipart_id.is_none() {
             let data = self.buf.split().freeze();
@@ -349,9 +356,14 @@ impl<'r> Writer<'r> {
             }
             match existing {
                 Some(link) => link,
-                None => {
+                None if content_key_free => {
                     reg.objects.put(&keys::blob_data(digest), data).await?;
-                    BlobLink { size, key: None }
+                    BlobLink::new(size, None)
+                }
+                None => {
+                    let key = self.session.staging_key();
+                    reg.objects.put(&key, data).await?;
+                    BlobLink::new(size, Some(key))
                 }
             }
         } else {
@@ -383,11 +395,11 @@ impl<'r> Writer<'r> {
                     reg.objects.delete(&staging).await?;
                     link
                 }
-                None if reg.objects.can_rename() => {
+                None if content_key_free && reg.objects.can_rename() => {
                     reg.objects.rename(&staging, &keys::blob_data(digest)).await?;
-                    BlobLink { size, key: None }
+                    BlobLink::new(size, None)
                 }
-                None => BlobLink { size, key: Some(staging) },
+                None => BlobLink::new(size, Some(staging)),
             }
         };
         if self.version.is_some() {
@@ -395,10 +407,24 @@ impl<'r> Writer<'r> {
             // the session (possible only on a store whose conditional writes are not atomic), one stops here.
             self.checkpoint().await?;
         }
+        let gone = || Error::msg(ErrorCode::BlobUploadInvalid, "the stored copy of this blob was removed meanwhile: upload it again");
         if !already_stored {
-            reg.put_blob_record(digest, &link).await?;
+            // Conditional on what was read: a record that appeared meanwhile (or a collection that moved on) must
+            // not be overwritten blindly, since its bytes may be elsewhere or going away.
+            let condition = record_version.map_or(Precondition::Absent, Precondition::Version);
+            let value = super::blobs::encode_link(&link)?;
+            if reg.meta.put_if(&keys::blob_record(digest), value, &condition).await?.is_none() {
+                reg.discard(&self.session).await;
+                return Err(gone());
+            }
         }
         reg.link_blob(name, digest, &link).await?;
+        // The link depends on the record: revive it if the collector marked it, fail if it is going away.
+        if !reg.revive(&keys::blob_record(digest)).await? {
+            let _ = reg.meta.delete(&keys::blob_link(name, digest)).await;
+            reg.discard(&self.session).await;
+            return Err(gone());
+        }
         self.session.multipart_id = None;
         reg.discard(&self.session).await;
         Ok(())
@@ -558,7 +584,12 @@ impl Registry {
                 if access.allows(&from, Actions::PULL) {
                     if let Some(link) = self.blob_link(&from, &digest).await? {
                         self.link_blob(name, &digest, &link).await?;
-                        return Ok(blob_created(name, &digest));
+                        // The new link depends on the blob's record: revive it if the collector marked it; if the
+                        // bytes are going away, take the link back and fall back to an upload.
+                        if self.revive(&keys::blob_record(&digest)).await? {
+                            return Ok(blob_created(name, &digest));
+                        }
+                        self.meta.delete(&keys::blob_link(name, &digest)).await?;
                     }
                 }
             }
