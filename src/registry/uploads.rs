@@ -345,7 +345,7 @@ impl<'r> Writer<'r> {
             None => (None, None, true),
         };
         let already_stored = existing.is_some();
-        let link = if self.session.multipart_id.is_none() {
+        let mut link = if self.session.multipart_id.is_none() {
             let data = self.buf.split().freeze();
             if digest.algorithm() == Algorithm::Sha512 {
                 let actual = Digest::from_bytes(Algorithm::Sha512, &Sha512::digest(&data));
@@ -414,8 +414,21 @@ impl<'r> Writer<'r> {
             let condition = record_version.map_or(Precondition::Absent, Precondition::Version);
             let value = super::blobs::encode_link(&link)?;
             if reg.meta.put_if(&keys::blob_record(digest), value, &condition).await?.is_none() {
-                reg.discard(&self.session).await;
-                return Err(gone());
+                // Another upload of the same bytes recorded them first (two repositories pushing one layer at once):
+                // link to its copy. Ours goes if it is under a key of its own; at the content address it is the
+                // same bytes as theirs, or theirs are elsewhere and ours stay unrecorded (rare, and harmless).
+                match reg.blob_record_versioned(digest).await? {
+                    Some((theirs, _)) if theirs.size == size && !theirs.is_deleting() => {
+                        if link.key.is_some() && theirs.key != link.key {
+                            let _ = reg.objects.delete(&link.data_key(digest)).await;
+                        }
+                        link = theirs.live();
+                    }
+                    _ => {
+                        reg.discard(&self.session).await;
+                        return Err(gone());
+                    }
+                }
             }
         }
         reg.link_blob(name, digest, &link).await?;
