@@ -33,6 +33,13 @@ pub struct Config {
     /// Maintenance (read-only) mode: every write answers 405 `UNSUPPORTED`, reads go on, and expired upload sessions
     /// are left alone (`REGISTRY_STORAGE_MAINTENANCE_READONLY`, see [`parse_read_only`]).
     pub read_only: bool,
+    /// Whether scheduled runs collect garbage (`PIER_GC_ENABLED`, default true: the Workers cron trigger, `pier
+    /// serve`'s schedule). `pier gc` and the admin endpoint run whenever asked.
+    pub gc_enabled: bool,
+    /// How long content stays marked unreferenced before it may be deleted (`PIER_GC_GRACE_PERIOD`, default 6h).
+    pub gc_grace_secs: u64,
+    /// `pier serve` runs a collection cycle this often (`PIER_GC_INTERVAL`); `None`: only when asked.
+    pub gc_interval_secs: Option<u64>,
 }
 
 impl Default for Config {
@@ -46,6 +53,9 @@ impl Default for Config {
             auth: None,
             anonymous_write: None,
             read_only: false,
+            gc_enabled: true,
+            gc_grace_secs: crate::registry::gc::DEFAULT_GRACE_SECS,
+            gc_interval_secs: None,
         }
     }
 }
@@ -171,6 +181,19 @@ impl Config {
         // registry:2's override of the map's one key; the more specific setting wins, as in registry:2.
         if let Some(v) = lookup("REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED") {
             c.read_only = parse_bool("REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED", &v)?;
+        }
+        if let Some(v) = lookup("PIER_GC_ENABLED") {
+            c.gc_enabled = parse_bool("PIER_GC_ENABLED", &v)?;
+        }
+        if let Some(v) = lookup("PIER_GC_GRACE_PERIOD") {
+            c.gc_grace_secs = parse_duration_secs("PIER_GC_GRACE_PERIOD", &v)?;
+        }
+        if let Some(v) = lookup("PIER_GC_INTERVAL") {
+            let secs = parse_duration_secs("PIER_GC_INTERVAL", &v)?;
+            if secs == 0 {
+                return Err(bad("PIER_GC_INTERVAL", "must be at least 1 second (leave it unset for no schedule)"));
+            }
+            c.gc_interval_secs = Some(secs);
         }
         c.auth = AuthConfig::from_lookup(&lookup)?;
         Ok(c)

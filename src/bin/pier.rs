@@ -5,7 +5,8 @@ use pier::auth::htpasswd::hash_password;
 use pier::auth::token::Secret;
 use pier::config::{parse_bool, parse_duration_secs, parse_size, Config};
 use std::collections::HashMap;
-use pier::platform::native::{build_registry, serve, LogFormat, ServeOptions, Storage};
+use pier::platform::native::{build_registry, collect, serve, LogFormat, ServeOptions, Storage};
+use pier::registry::gc::GcOptions;
 use pier::storage::config::StorageConfig;
 use std::io::Write;
 use std::path::PathBuf;
@@ -33,6 +34,15 @@ Access control: REGISTRY_AUTH=htpasswd with REGISTRY_AUTH_HTPASSWD_PATH=FILE, ru
 PIER_ANONYMOUS_WRITE=true (or =false to refuse them there too).
 
 usage: pier htpasswd [--cost N] USER    read a password from stdin, print an htpasswd line (bcrypt, default cost 10)
+
+usage: pier gc [--root DIR | storage settings] [--dry-run] [--grace DURATION] [--cycles N] [--report]
+  collect garbage online (a server may keep running on the same storage): blob links nothing references and then
+  blobs no repository links; content is deleted once two cycles in a row found it unreferenced and its mark is older
+  than the grace period (env PIER_GC_GRACE_PERIOD; default 6h; 0 for an immediate collection, which runs the two
+  cycles at once). --dry-run reports what would go and changes nothing; --report prints the last cycle's report.
+
+usage: pier du [--root DIR | storage settings]
+  per repository: the bytes its images reference and the bytes only it references; the registry's totals (JSON)
 ";
 
 struct Options {
@@ -170,6 +180,101 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
     Ok(Options { addr, storage, config, serve, log_format })
 }
 
+/// `pier gc` and `pier du`: the registry's storage, opened like `pier serve` opens it, without serving.
+fn maintenance(cmd: &str, args: &[String]) -> ExitCode {
+    let mut rest = Vec::new();
+    let (mut dry_run, mut report_only, mut grace, mut cycles) = (false, false, None, None);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--dry-run" if cmd == "gc" => dry_run = true,
+            "--report" if cmd == "gc" => report_only = true,
+            "--grace" if cmd == "gc" => match it.next().map(|v| parse_duration_secs("--grace", v)) {
+                Some(Ok(v)) => grace = Some(v),
+                Some(Err(e)) => return fail(&e.to_string()),
+                None => return fail("--grace needs a value"),
+            },
+            "--cycles" if cmd == "gc" => match it.next().and_then(|v| v.parse::<usize>().ok()).filter(|n| *n > 0) {
+                Some(n) => cycles = Some(n),
+                None => return fail("--cycles needs a positive number"),
+            },
+            _ => rest.push(a.clone()),
+        }
+    }
+    let opts = match parse_options(&rest) {
+        Ok(o) => o,
+        Err(e) => return fail(&e),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail(&format!("cannot start runtime: {e}")),
+    };
+    let local = tokio::task::LocalSet::new();
+    let cmd = cmd.to_string();
+    let result: Result<(), String> = local.block_on(&runtime, async move {
+        let grace = grace.unwrap_or(opts.config.gc_grace_secs);
+        let registry = build_registry(&opts.storage, opts.config, opts.log_format).map_err(|e| format!("cannot open storage: {e}"))?;
+        let json = |v: &dyn erased::Json| v.pretty();
+        if cmd == "du" {
+            let usage = registry.storage_usage().await.map_err(|e| e.to_string())?;
+            println!("{}", json(&usage));
+            return Ok(());
+        }
+        if report_only {
+            let report = registry.gc_last_report().await.map_err(|e| e.to_string())?;
+            println!("{}", report.map_or_else(|| "no collection has finished yet".to_string(), |r| json(&r)));
+            return Ok(());
+        }
+        // A mark is acted on only by a later cycle: with no grace period both run now, otherwise the deletions come
+        // with a later run (or the server's schedule, or the Workers cron) once the grace period has passed.
+        let cycles = cycles.unwrap_or(if grace == 0 { 3 } else { 1 });
+        let options = GcOptions { grace_secs: grace, dry_run, ..GcOptions::default() };
+        let started = std::time::Instant::now();
+        let report = collect(&registry, &options, cycles, |r| {
+            eprint!(
+                "\rpier gc: cycle {} - {} repositories, {} manifests marked, {} links and {} blobs removed, {} store calls",
+                r.cycle, r.repositories, r.manifests_marked, r.links_deleted, r.blobs_deleted, r.store_calls
+            );
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        eprintln!();
+        let verb = if dry_run { "would delete" } else { "deleted" };
+        eprintln!(
+            "pier gc: {verb} {} blobs ({} bytes) and {} repository links; marked {} links and {} blobs (deleted by a later cycle after {grace} s); {:.1} s",
+            report.blobs_deleted,
+            report.bytes_reclaimed,
+            report.links_deleted,
+            report.links_tombstoned,
+            report.blobs_tombstoned,
+            started.elapsed().as_secs_f64()
+        );
+        println!("{}", json(&report));
+        Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("pier: {message}");
+    ExitCode::from(2)
+}
+
+/// Pretty JSON of anything serializable, behind a trait object so one closure serves several types.
+mod erased {
+    pub trait Json {
+        fn pretty(&self) -> String;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn pretty(&self) -> String {
+            serde_json::to_string_pretty(self).unwrap_or_default()
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -186,6 +291,7 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Some(cmd @ ("gc" | "du")) => return maintenance(cmd, &args[1..]),
         Some("--version") | Some("version") => {
             println!("pier {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;

@@ -13,6 +13,7 @@ use crate::api::{Body, ClientAddr, Request, Response};
 use crate::auth::htpasswd::BcryptHash;
 use crate::config::{Config, ConfigError};
 use crate::error::{Error, ErrorCode};
+use crate::registry::gc::{GcOptions, GcReport};
 use crate::registry::{Environment, Registry, RequestLog};
 use crate::storage::fs::{FsMetaStore, FsObjectStore};
 use crate::storage::config::{AzureSettings, S3Settings};
@@ -242,6 +243,31 @@ fn into_hyper(resp: Response) -> hyper::Response<HyperBody> {
     hyper::Response::from_parts(parts, HyperBody(body))
 }
 
+/// Store calls per slice natively: slices only bound how often progress is saved and shown.
+const NATIVE_SLICE_CALLS: u64 = 2_000;
+
+/// Run garbage collection until `cycles` cycles have finished (a cycle in progress, say from the Workers cron or an
+/// interrupted run, is finished first and counts as one); `progress` sees the report after each slice. Returns the
+/// last cycle's report. Another runner holding the collection makes this wait for it.
+pub async fn collect(registry: &Registry, options: &GcOptions, cycles: usize, progress: impl Fn(&GcReport)) -> Result<GcReport, Error> {
+    let options = GcOptions { max_calls: options.max_calls.min(NATIVE_SLICE_CALLS), ..options.clone() };
+    let mut done = 0;
+    loop {
+        let p = registry.gc_slice(&options).await?;
+        if p.busy {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        progress(&p.report);
+        if p.cycle_done {
+            done += 1;
+            if done >= cycles || options.dry_run {
+                return Ok(p.report);
+            }
+        }
+    }
+}
+
 /// Serve `registry` on `listener` until the process ends. Must run inside a `tokio::task::LocalSet`.
 pub async fn serve(listener: TcpListener, registry: Rc<Registry>, options: ServeOptions) -> io::Result<()> {
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(options.max_connections.max(1)));
@@ -257,6 +283,22 @@ pub async fn serve(listener: TcpListener, registry: Rc<Registry>, options: Serve
             }
         }
     });
+    if let (true, Some(every)) = (registry.config().gc_enabled, registry.config().gc_interval_secs) {
+        let collector = registry.clone();
+        let options = GcOptions { grace_secs: collector.config().gc_grace_secs, ..GcOptions::default() };
+        tokio::task::spawn_local(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(every)).await;
+                match collect(&collector, &options, 1, |_| {}).await {
+                    Ok(r) => eprintln!(
+                        "pier: garbage collection cycle {}: {} blobs ({} bytes) deleted, {} links removed, {} marked",
+                        r.cycle, r.blobs_deleted, r.bytes_reclaimed, r.links_deleted, r.links_tombstoned + r.blobs_tombstoned
+                    ),
+                    Err(e) => eprintln!("pier: error: garbage collection: {e}"),
+                }
+            }
+        });
+    }
     loop {
         // A connection slot first: beyond the limit, clients wait in the kernel's backlog rather than in memory here.
         let Ok(slot) = slots.clone().acquire_owned().await else { return Ok(()) };

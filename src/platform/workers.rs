@@ -1,7 +1,7 @@
 //! The Cloudflare Workers adapter: the `fetch` entry point turns a Workers request into the core's request, builds a
 //! registry over the R2 binding (blobs and metadata, see `storage::r2` for why no key lives in KV) and turns the core's
-//! response back. A `scheduled` entry point (wrangler.toml `[triggers]`) purges expired upload sessions, one bounded
-//! slice per run.
+//! response back. A `scheduled` entry point (wrangler.toml `[triggers]`) purges expired upload sessions and collects
+//! garbage, one bounded slice of each per run.
 //!
 //! Configuration comes from `[vars]` and secrets under the same names as everywhere (`Config::from_lookup`).
 //!
@@ -270,16 +270,40 @@ async fn fetch(req: worker::Request, env: Env, _ctx: Context) -> worker::Result<
     }
 }
 
+/// Upload sessions one cron run looks at (four store calls each at most), leaving the rest of the Free plan's 50
+/// subrequests to the collection slice.
+const CRON_PURGE_SESSIONS: usize = 3;
+
 #[event(scheduled)]
 async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
-    match build_registry(&env) {
-        // One slice per run: a run's subrequests stay within the Free plan's 50, and the cursor carries the cycle over
-        // to the next run.
-        Ok(registry) => match registry.purge_expired_uploads_slice(crate::registry::PURGE_SLICE).await {
-            Ok((n, _)) if n > 0 => worker::console_log!("pier: removed {n} expired upload sessions"),
-            Ok(_) => {}
-            Err(e) => worker::console_error!("pier: purging upload sessions: {e}"),
-        },
-        Err(e) => worker::console_error!("pier: {e}"),
+    let registry = match build_registry(&env) {
+        Ok(r) => r,
+        Err(e) => {
+            worker::console_error!("pier: {e}");
+            return;
+        }
+    };
+    // One bounded slice of each per run: a run's subrequests stay within the Free plan's 50, and cursors carry the
+    // work over to the next run.
+    match registry.purge_expired_uploads_slice(CRON_PURGE_SESSIONS).await {
+        Ok((n, _)) if n > 0 => worker::console_log!("pier: removed {n} expired upload sessions"),
+        Ok(_) => {}
+        Err(e) => worker::console_error!("pier: purging upload sessions: {e}"),
+    }
+    if !registry.config().gc_enabled {
+        return;
+    }
+    let calls = setting(&env, "PIER_GC_SLICE_CALLS").and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(crate::registry::gc::WORKERS_SLICE_CALLS);
+    let options = crate::registry::gc::GcOptions { grace_secs: registry.config().gc_grace_secs, dry_run: false, max_calls: calls.max(8) };
+    match registry.gc_slice(&options).await {
+        Ok(p) if p.cycle_done => {
+            let r = &p.report;
+            worker::console_log!(
+                "pier: garbage collection cycle {} done in {} runs: {} blobs ({} bytes) deleted, {} links removed",
+                r.cycle, r.slices, r.blobs_deleted, r.bytes_reclaimed, r.links_deleted
+            );
+        }
+        Ok(_) => {}
+        Err(e) => worker::console_error!("pier: garbage collection: {e}"),
     }
 }

@@ -155,7 +155,7 @@ pub struct GcProgress {
 
 /// Every digest a manifest's JSON refers to (config, layers, blobs, manifests, subject), valid or not-yet-present
 /// ones alike: the mark is conservative.
-fn referenced_digests(bytes: &[u8], out: &mut BTreeSet<String>) {
+pub(super) fn referenced_digests(bytes: &[u8], out: &mut BTreeSet<String>) {
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) else { return };
     let mut add = |d: &serde_json::Value| {
         if let Some(s) = d.get("digest").and_then(|d| d.as_str()) {
@@ -177,7 +177,7 @@ fn referenced_digests(bytes: &[u8], out: &mut BTreeSet<String>) {
 }
 
 /// The manifest bytes in a record or a tag value (a record copy: header line, newline, bytes; or a bare digest).
-fn record_bytes(raw: &[u8]) -> Option<&[u8]> {
+pub(super) fn record_bytes(raw: &[u8]) -> Option<&[u8]> {
     if raw.first() != Some(&b'{') {
         return None;
     }
@@ -212,6 +212,19 @@ impl Registry {
             None => Ok(None),
             Some(raw) => serde_json::from_slice(&raw).map(Some).map_err(|e| Error::storage(format!("corrupt gc report: {e}"))),
         }
+    }
+
+    /// The cycle in progress, if any: `{cycle, phase, repository, started}`.
+    pub async fn gc_in_progress(&self) -> Result<serde_json::Value> {
+        let Some(raw) = self.meta.get(STATE_KEY).await? else { return Ok(serde_json::Value::Null) };
+        let state: GcState = serde_json::from_slice(&raw).map_err(|e| Error::storage(format!("corrupt gc state: {e}")))?;
+        Ok(serde_json::json!({
+            "cycle": state.cycle,
+            "phase": state.phase,
+            "repository": state.repository,
+            "started": state.report.started,
+            "slices": state.report.slices,
+        }))
     }
 
     /// Run one slice of garbage collection (see the module doc). A dry run does a whole cycle in memory.

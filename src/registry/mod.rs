@@ -8,9 +8,11 @@
 //! `health`), read-only mode (`Config::read_only`) refuses writes before anything else looks at them, and every
 //! request gets an `X-Request-Id` and one [`RequestLog`] record handed to [`Environment::log_request`].
 
+mod admin;
 mod blobs;
 mod discovery;
 pub mod gc;
+mod usage;
 mod health;
 pub mod keys;
 mod manifests;
@@ -43,6 +45,7 @@ use std::rc::Rc;
 
 pub use health::HEALTH_PATH;
 pub use request_log::{RequestLog, RouteKind};
+pub use usage::{RepositoryUsage, StorageUsage};
 
 /// The most bytes of a refused request's body read before answering 401/403, or 405 in read-only mode (a monolithic
 /// layer upload can be large; beyond this the connection is closed instead).
@@ -161,6 +164,9 @@ impl Registry {
         }
         let client = parts.extensions.get::<ClientAddr>().map(|c| c.0);
         let info = RequestInfo { method: &parts.method, uri: &parts.uri, headers: &parts.headers, client };
+        if parts.uri.path().starts_with(admin::ADMIN_PREFIX) {
+            return self.admin(&info, body).await;
+        }
         if let Some(auth) = &self.auth {
             if parts.uri.path() == TOKEN_PATH {
                 record.route = RouteKind::Token;
