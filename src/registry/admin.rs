@@ -1,6 +1,7 @@
 //! Admin endpoints, outside `/v2/`: `GET /admin/gc` (the last collection's report and the cycle in progress),
 //! `POST /admin/gc` (run one collection slice: what a wasi:http host's scheduler, a Spin cron trigger or any external
-//! cron calls; `?calls=N` bounds its store calls, default 500) and `GET /admin/du` (the storage report).
+//! cron calls; `?calls=N` bounds its store calls, default 500; `?grace=DURATION` overrides `PIER_GC_GRACE_PERIOD` for
+//! this slice) and `GET /admin/du` (the storage report).
 //!
 //! Who may call them: with access control on, a caller allowed `registry:catalog` (the rules' admin); with it off, a
 //! loopback client, or anyone when the operator opened the registry to anonymous writes (`PIER_ANONYMOUS_WRITE=true`:
@@ -55,7 +56,14 @@ impl Registry {
                         Error::msg(ErrorCode::Unsupported, "calls must be a number of store calls, at least 8").with_detail(v.to_string())
                     })?,
                 };
-                let options = GcOptions { grace_secs: self.config.gc_grace_secs, dry_run: false, max_calls: calls };
+                // An administrator may shorten the grace period for this slice (as `pier gc --grace` does): safety
+                // never rests on it, it only delays deletions.
+                let grace_secs = match query.get("grace") {
+                    None => self.config.gc_grace_secs,
+                    Some(v) => crate::config::parse_duration_secs("grace", v)
+                        .map_err(|e| Error::msg(ErrorCode::Unsupported, e.to_string()))?,
+                };
+                let options = GcOptions { grace_secs, dry_run: false, max_calls: calls };
                 let progress = self.gc_slice(&options).await?;
                 let body = json!({ "cycle_done": progress.cycle_done, "busy": progress.busy, "report": to_json(&progress.report)? });
                 Ok(Reply::json(StatusCode::OK, &body))
