@@ -216,7 +216,7 @@ fn a_repository_from_before_the_tag_index_is_indexed_by_its_first_delete() {
     let name = RepositoryName::parse(repo).unwrap();
     let meta = &f.reg.meta;
     block_on(async {
-        let prefix = format!("repositories/{name}/_tagindex/");
+        let prefix = format!("repositories/{name}/_ti/");
         for k in meta.list(&prefix, None, 100).await.unwrap() {
             meta.delete(&k).await.unwrap();
         }

@@ -7,8 +7,8 @@
 //!               `repositories/<name>/_blobs/<alg>/<hex>` (the blob is part of the repository; same value),
 //!               `repositories/<name>/_manifests/<alg>/<hex>` (manifest record: JSON header line + exact bytes),
 //!               `repositories/<name>/_tags/<tag>` (digest), `repositories/<name>/_referrers/<subject>/<digest>`
-//!               (descriptor), `repositories/<name>/_tagindex/<alg>/<hex>/<tag>` (the tag was pointed at the
-//!               manifest: the reverse index a delete by digest lists), `repositories/<name>/_tagindex/ready` (every
+//!               (descriptor), `repositories/<name>/_ti/<first 16 hex of digest>/<tag>` (the tag was pointed at
+//!               the manifest: the reverse index a delete by digest lists), `repositories/<name>/_ti/ready` (every
 //!               tag of the repository is in the reverse index), `_catalog/<name>`, `_uploads/<id>` (session),
 //!               `_cursors/uploads-purge` (where the next purge slice starts),
 //!               `_health/probe` (never written: read by the health check).
@@ -51,9 +51,13 @@ pub fn tag(name: &RepositoryName, tag: &Tag) -> String {
     format!("{}{tag}", tags_prefix(name))
 }
 
-/// The prefix of the reverse-index entries of the tags pointed at `digest`.
+/// The prefix of the reverse-index entries of the tags pointed at `digest`. Named by the digest's first 16 hex
+/// characters, not the whole digest: keys stay short (some S3-compatible servers refuse keys beyond ~160 bytes), and
+/// an entry only says "look at this tag" — a delete checks what the tag points at — so a shared prefix costs at most
+/// a wasted read.
 pub fn tag_index_prefix(name: &RepositoryName, digest: &Digest) -> String {
-    format!("repositories/{name}/_tagindex/{}/", d(digest))
+    let hex = digest.hex();
+    format!("repositories/{name}/_ti/{}/", &hex[..hex.len().min(16)])
 }
 
 /// A reverse-index entry: `tag` was pointed at `digest` (it may have moved since).
@@ -64,7 +68,7 @@ pub fn tag_index(name: &RepositoryName, digest: &Digest, tag: &Tag) -> String {
 /// Present once every tag of the repository is in the reverse index (repositories created before the index existed
 /// get it from their first delete by digest, which scans their tags once).
 pub fn tag_index_ready(name: &RepositoryName) -> String {
-    format!("repositories/{name}/_tagindex/ready")
+    format!("repositories/{name}/_ti/ready")
 }
 
 /// The prefix of the referrers of `subject`.
