@@ -6,7 +6,7 @@ use pier::auth::token::Secret;
 use pier::config::{parse_bool, parse_duration_secs, parse_size, Config};
 use std::collections::HashMap;
 use pier::platform::native::{build_registry, collect, serve, LogFormat, ServeOptions, Storage};
-use pier::registry::gc::GcOptions;
+use pier::registry::gc::{GcOptions, GcReport};
 use pier::storage::config::StorageConfig;
 use std::io::Write;
 use std::path::PathBuf;
@@ -225,12 +225,13 @@ fn maintenance(cmd: &str, args: &[String]) -> ExitCode {
             println!("{}", report.map_or_else(|| "no collection has finished yet".to_string(), |r| json(&r)));
             return Ok(());
         }
-        // A mark is acted on only by a later cycle: with no grace period both run now, otherwise the deletions come
-        // with a later run (or the server's schedule, or the Workers cron) once the grace period has passed.
+        // A mark is acted on only by a later cycle (links one cycle, their bytes the next): with no grace period the
+        // three cycles run now, otherwise the deletions come with later runs (or the server's schedule, or the
+        // Workers cron) once the grace period has passed.
         let cycles = cycles.unwrap_or(if grace == 0 { 3 } else { 1 });
         let options = GcOptions { grace_secs: grace, dry_run, ..GcOptions::default() };
         let started = std::time::Instant::now();
-        let report = collect(&registry, &options, cycles, |r| {
+        let reports = collect(&registry, &options, cycles, |r| {
             eprint!(
                 "\rpier gc: cycle {} - {} repositories, {} manifests marked, {} links and {} blobs removed, {} store calls",
                 r.cycle, r.repositories, r.manifests_marked, r.links_deleted, r.blobs_deleted, r.store_calls
@@ -239,16 +240,20 @@ fn maintenance(cmd: &str, args: &[String]) -> ExitCode {
         .await
         .map_err(|e| e.to_string())?;
         eprintln!();
+        let sum = |f: fn(&GcReport) -> u64| reports.iter().map(f).sum::<u64>();
         let verb = if dry_run { "would delete" } else { "deleted" };
         eprintln!(
-            "pier gc: {verb} {} blobs ({} bytes) and {} repository links; marked {} links and {} blobs (deleted by a later cycle after {grace} s); {:.1} s",
-            report.blobs_deleted,
-            report.bytes_reclaimed,
-            report.links_deleted,
-            report.links_tombstoned,
-            report.blobs_tombstoned,
+            "pier gc: {} cycle(s): {verb} {} blobs ({} bytes) and {} repository links; {} links and {} blobs marked for a later cycle (grace {grace} s); {} store calls; {:.1} s",
+            reports.len(),
+            sum(|r| r.blobs_deleted),
+            sum(|r| r.bytes_reclaimed),
+            sum(|r| r.links_deleted),
+            reports.last().map_or(0, |r| r.links_tombstoned),
+            reports.last().map_or(0, |r| r.blobs_tombstoned),
+            sum(|r| r.store_calls),
             started.elapsed().as_secs_f64()
         );
+        let report = reports.last().cloned().unwrap_or_default();
         println!("{}", json(&report));
         Ok(())
     });

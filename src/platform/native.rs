@@ -248,10 +248,10 @@ const NATIVE_SLICE_CALLS: u64 = 2_000;
 
 /// Run garbage collection until `cycles` cycles have finished (a cycle in progress, say from the Workers cron or an
 /// interrupted run, is finished first and counts as one); `progress` sees the report after each slice. Returns the
-/// last cycle's report. Another runner holding the collection makes this wait for it.
-pub async fn collect(registry: &Registry, options: &GcOptions, cycles: usize, progress: impl Fn(&GcReport)) -> Result<GcReport, Error> {
+/// finished cycles' reports. Another runner holding the collection makes this wait for it.
+pub async fn collect(registry: &Registry, options: &GcOptions, cycles: usize, progress: impl Fn(&GcReport)) -> Result<Vec<GcReport>, Error> {
     let options = GcOptions { max_calls: options.max_calls.min(NATIVE_SLICE_CALLS), ..options.clone() };
-    let mut done = 0;
+    let mut done = Vec::new();
     loop {
         let p = registry.gc_slice(&options).await?;
         if p.busy {
@@ -260,9 +260,9 @@ pub async fn collect(registry: &Registry, options: &GcOptions, cycles: usize, pr
         }
         progress(&p.report);
         if p.cycle_done {
-            done += 1;
-            if done >= cycles || options.dry_run {
-                return Ok(p.report);
+            done.push(p.report);
+            if done.len() >= cycles || options.dry_run {
+                return Ok(done);
             }
         }
     }
@@ -289,7 +289,7 @@ pub async fn serve(listener: TcpListener, registry: Rc<Registry>, options: Serve
         tokio::task::spawn_local(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(every)).await;
-                match collect(&collector, &options, 1, |_| {}).await {
+                match collect(&collector, &options, 1, |_| {}).await.map(|mut r| r.pop().unwrap_or_default()) {
                     Ok(r) => eprintln!(
                         "pier: garbage collection cycle {}: {} blobs ({} bytes) deleted, {} links removed, {} marked",
                         r.cycle, r.blobs_deleted, r.bytes_reclaimed, r.links_deleted, r.links_tombstoned + r.blobs_tombstoned

@@ -231,7 +231,9 @@ impl Registry {
     pub async fn gc_slice(&self, options: &GcOptions) -> Result<GcProgress> {
         let now = self.env.now_unix();
         let token = crate::spec::digest::to_hex(&self.env.random_bytes());
-        let mut slice = Slice { left: options.max_calls.saturating_sub(2), used: 2 };
+        // A dry run keeps no state between slices, so it does its whole cycle in one.
+        let budget = if options.dry_run { u64::MAX } else { options.max_calls };
+        let mut slice = Slice { left: budget.saturating_sub(2), used: 2 };
         let stored = if options.dry_run { None } else { self.meta.get_versioned(STATE_KEY).await? };
         let (mut state, version) = match stored {
             Some(v) => {

@@ -52,10 +52,10 @@ def stored_blob_files(registry) -> set[str] | None:
     return {f"sha256:{p.name}" for p in d.iterdir()} if d.exists() else set()
 
 
-def test_collection_removes_what_deletes_left_and_keeps_what_is_shared(clients, registry, repo):
+def test_gc_shared_layers(clients, registry, repo):
     a = make_single_arch(str(clients.tmp / "a"), "v1", layer_sizes=(32 * 1024, 48 * 1024))
     b = make_single_arch(str(clients.tmp / "b"), "v1", layer_sizes=(16 * 1024,))
-    first, second = repo("first"), repo("second")
+    first, second = repo("a"), repo("b")
     clients.skopeo("copy", "--dest-tls-verify=false", a.oci_ref, clients.docker_ref(first, "a"))
     clients.skopeo("copy", "--src-tls-verify=false", "--dest-tls-verify=false",
                    clients.docker_ref(first, "a"), clients.docker_ref(second, "a"))
@@ -112,7 +112,7 @@ def _manifest(blobs: list[bytes]) -> bytes:
                        "config": d(blobs[0]), "layers": [d(b) for b in blobs[1:]]}).encode()
 
 
-def test_pushes_and_deletes_while_collection_runs(registry, repo):
+def test_gc_during_pushes(registry, repo):
     rng = random.Random(7)
     names = [repo(f"r{i}") for i in range(3)]
     pool = [f"shared layer {i} ".encode() * 300 for i in range(5)]
