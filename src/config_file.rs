@@ -300,18 +300,19 @@ impl ConfigFile {
     }
 
     /// A message for a setting's error that names the YAML key when the file was where the setting came from:
-    /// the file's value (`overridden`: an environment variable set it instead), or, for a registry:2 setting
-    /// nobody set (a required one), the key the file would need. `None`: the environment's own name is right.
+    /// the file's value (unless `overridden`: an environment variable set it instead), or, for a registry:2 setting
+    /// nobody set (a required one), the key the file would need beside the variable's name. `None`: the
+    /// environment's own name is the right one.
     pub fn describe(&self, e: &ConfigError, overridden: bool) -> Option<String> {
         if overridden {
             return None;
         }
-        let key = match self.key_of(&e.setting) {
-            Some(k) => k.to_string(),
-            // registry:2's keys never contain `_`, so its names map back to keys (REGISTRY_AUTH → auth).
-            None => e.setting.strip_prefix("REGISTRY_")?.to_ascii_lowercase().replace('_', "."),
-        };
-        Some(format!("{}: {key}: {}", self.name, e.problem))
+        if let Some(key) = self.key_of(&e.setting) {
+            return Some(format!("{}: {key}: {}", self.name, e.problem));
+        }
+        // registry:2's keys never contain `_`, so its names map back to keys (REGISTRY_AUTH → auth).
+        let key = e.setting.strip_prefix("REGISTRY_")?.to_ascii_lowercase().replace('_', ".");
+        Some(format!("{}: {key} (or {}): {}", self.name, e.setting, e.problem))
     }
 }
 
@@ -606,7 +607,10 @@ mod tests {
         // A required key the file lacks is named as the key it would need.
         let f = parse("storage:\n  s3:\n    accesskey: AK\n    secretkey: SK\n    region: r\n");
         let e = StorageConfig::from_lookup(|k| f.get(k)).unwrap_err();
-        assert_eq!(f.describe(&e, false).unwrap(), "config.yml: storage.s3.bucket: required: the bucket name");
+        assert_eq!(
+            f.describe(&e, false).unwrap(),
+            "config.yml: storage.s3.bucket (or REGISTRY_STORAGE_S3_BUCKET): required: the bucket name"
+        );
         // A secret never appears in a message.
         let f = parse("storage:\n  azure:\n    accountname: acct\n    accountkey: not!base64-s3cret\n    container: c\n");
         let e = StorageConfig::from_lookup(|k| f.get(k)).unwrap_err();

@@ -108,7 +108,8 @@ fn azure_china_fixture_gives_the_china_endpoint() {
     // The server starts with it (storage is contacted per request only, and this test sends none).
     let s = Server::start_serve(&["--config", fixture_path("azure-china.yml").to_str().unwrap()], &[("PIER_ADDR", "127.0.0.1:0")], None, None);
     assert!(s.base.starts_with("http://127.0.0.1:"));
-    assert!(!s.stderr_text().contains("warning"), "{}", s.stderr_text());
+    let err = s.wait_stderr("pier: no access control");
+    assert!(!err.contains("warning"), "{err}");
 }
 
 /// The htpasswd fixture in a fresh directory with a user file beside it; `absolute` rewrites the path to an
@@ -145,7 +146,7 @@ fn htpasswd_fixture_enforces_access_control() {
     }
     for absolute in [false, true] {
         let (s, root, _dirs) = htpasswd_server(absolute);
-        assert!(s.stderr_text().contains("access control on (1 htpasswd users"), "{}", s.stderr_text());
+        s.wait_stderr("access control on (1 htpasswd users");
         s.get("/v2/").expect_error(401, "UNAUTHORIZED");
         s.post("/v2/team/app/blobs/uploads/").expect_error(401, "UNAUTHORIZED");
         let r = s.get_h("/token?scope=repository:team/app:pull", &[("Authorization", &basic("alice", "wrong"))]);
@@ -185,11 +186,8 @@ fn notifications_fixture_lists_its_endpoints_and_serves() {
     let port = free_port().to_string();
     let (_dir, config) = config_dir(&rewrite(&fixture("notifications.yml"), &[("127.0.0.1:5000", &format!("127.0.0.1:{port}"))]));
     let s = Server::start_serve(&["--config", &config], &[], None, None);
-    let err = s.stderr_text();
-    assert!(
-        err.contains("notifications: 2 endpoint(s) configured (alistener, audit), but Pier does not deliver notifications yet"),
-        "{err}"
-    );
+    s.wait_stderr("notifications: 2 endpoint(s) configured (alistener, audit), but Pier does not deliver notifications yet");
+    let err = s.wait_stderr("pier: no access control");
     assert!(!err.contains("Bearer"), "a header value was logged: {err}");
     let repo = unique("notify/app");
     let img = push_image(&s, &repo, "v1", unique_seed());
@@ -213,7 +211,7 @@ fn registry2_image_config_starts_and_serves() {
     // `:PORT` is every interface: anonymous writes are refused there unless opened explicitly.
     let s = Server::start_serve(&["--config", &config], &[], None, None);
     assert_eq!(s.base, format!("http://127.0.0.1:{port}"));
-    let err = s.stderr_text();
+    let err = s.wait_stderr("pier: no access control: reads are open, writes are refused");
     for ignored in ["log.fields is ignored", "storage.cache is ignored", "http.headers is ignored", "health is ignored"] {
         assert!(err.contains(&format!("pier: warning: {config}: {ignored}")), "{ignored:?} not in:\n{err}");
     }
@@ -273,7 +271,7 @@ fn unknown_keys_are_warned_about_by_name() {
     );
     let (_dir, config) = config_dir(&text);
     let s = Server::start_serve(&["--config", &config], &[], None, None);
-    let err = s.stderr_text();
+    let err = s.wait_stderr("pier: no access control");
     assert!(err.contains(&format!("pier: warning: {config}: unknown key storage.s3.foo")), "{err}");
     assert!(err.contains(&format!("pier: warning: {config}: unknown key http.colour")), "{err}");
     assert!(!err.contains("bar") && !err.contains("SK"), "a value was printed: {err}");
@@ -297,7 +295,7 @@ fn bad_values_stop_the_server_naming_the_key() {
     s.get("/v2/").expect(200);
     drop(s);
     for (text, key) in [
-        ("storage:\n  s3:\n    accesskey: AK\n    secretkey: SK\n    region: r\n", "storage.s3.bucket: required"),
+        ("storage:\n  s3:\n    accesskey: AK\n    secretkey: SK\n    region: r\n", "storage.s3.bucket (or REGISTRY_STORAGE_S3_BUCKET): required"),
         ("auth:\n  htpasswd:\n    realm: r\n    path: no-such-file\n", "auth.htpasswd.path: cannot read"),
         ("http:\n  prefix: /registry/\n", "http.prefix: Pier serves /v2/ at the root"),
         ("storage:\n  inmemory:\nlog:\n  level: loud\n", "log.level: expected error, warn, info or debug"),
@@ -324,7 +322,7 @@ fn registry2_command_line_and_configuration_path_variable() {
     // registry:2 runs `registry serve /etc/docker/registry/config.yml`, or reads REGISTRY_CONFIGURATION_PATH.
     let (_dir, config) = config_dir("version: 0.1\nstorage:\n  inmemory:\nhttp:\n  addr: 127.0.0.1:0\nlog:\n  formatter: logstash\n");
     let s = Server::start_serve(&[&config], &[], None, None);
-    assert!(s.stderr_text().contains("logstash is written as plain JSON lines"), "{}", s.stderr_text());
+    s.wait_stderr("logstash is written as plain JSON lines");
     s.get("/v2/").expect(200);
     drop(s);
     let s = Server::start_serve(&[], &[("REGISTRY_CONFIGURATION_PATH", &config)], None, None);

@@ -180,7 +180,8 @@ fn new_certificate_files_are_picked_up_without_a_restart() {
         assert_eq!(get_v2_trusting(&s, &first.ca), Ok(200), "the old certificate stays in service");
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(s.stderr_text().contains("REGISTRY_HTTP_TLS_KEY"), "the warning names the file at fault:\n{}", s.stderr_text());
+    let err = s.wait_stderr("TLS certificate not reloaded");
+    assert!(err.contains("REGISTRY_HTTP_TLS_KEY"), "the warning names the file at fault:\n{err}");
     assert_eq!(get_v2_trusting(&s, &first.ca), Ok(200));
 
     // The whole new pair: picked up within a few seconds; the old CA no longer verifies the server.
@@ -194,7 +195,7 @@ fn new_certificate_files_are_picked_up_without_a_restart() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(get_v2_trusting(&s, &first.ca).is_err());
-    assert!(s.stderr_text().contains("TLS certificate reloaded"), "{}", s.stderr_text());
+    s.wait_stderr("TLS certificate reloaded");
     // The process is the same one: data pushed before the reload is still there (in memory).
     let after = Server::external_at_trusting(&s.base, &second.ca);
     push_image(&after, &unique("tls/reload"), "after", unique_seed());

@@ -186,8 +186,8 @@ fn read_tls(settings: &Settings) -> Result<Option<TlsReloader>, String> {
     TlsReloader::new(files).map(Some).map_err(|e| settings.describe(&e))
 }
 
-/// Settings Pier reads only to say what it does not do with them.
-fn warn_about_unbuilt_features(settings: &Settings, config: &Config) -> Result<(), String> {
+/// Settings Pier checks but does not act on (yet): the log level, a pull-through cache, notification endpoints.
+fn check_settings_without_effect(settings: &Settings, config: &Config) -> Result<(), String> {
     for setting in ["REGISTRY_LOG_LEVEL", "REGISTRY_LOGLEVEL"] {
         if let Some(level) = settings.get(setting) {
             // registry:2's levels; Pier's request log is its access log, written at every level.
@@ -243,7 +243,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         (None, None) => LogFormat::default(),
     };
     let tls = read_tls(&settings)?;
-    warn_about_unbuilt_features(&settings, &config)?;
+    check_settings_without_effect(&settings, &config)?;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |flag: &str| it.next().cloned().ok_or_else(|| format!("{flag} needs a value"));

@@ -178,6 +178,21 @@ impl Server {
         self.stdout.lock().map(|b| String::from_utf8_lossy(&b).to_string()).unwrap_or_default()
     }
 
+    /// Waits (up to 10 s) until the spawned server's stderr holds `needle`, and returns all of it so far. Its stderr
+    /// is read by a thread, so what it wrote before its listening line may not have arrived yet when it starts.
+    #[track_caller]
+    pub fn wait_stderr(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self.stderr_text();
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(std::time::Instant::now() < deadline, "pier's stderr never said {needle:?}:\n{text}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// What the spawned server wrote to stderr so far (the tail).
     pub fn stderr_text(&self) -> String {
         self.stderr.lock().map(|b| String::from_utf8_lossy(&b).to_string()).unwrap_or_default()
