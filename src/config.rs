@@ -4,7 +4,9 @@
 //! A bad value fails with a message naming the setting, and never echoes a secret.
 
 use crate::auth::AuthConfig;
+use crate::notifications::NotificationsConfig;
 use std::fmt;
+use std::time::Duration;
 
 /// Default part size of multipart uploads: above every object store's 5 MiB minimum.
 pub const DEFAULT_PART_SIZE: u64 = 8 * 1024 * 1024;
@@ -40,6 +42,8 @@ pub struct Config {
     pub gc_grace_secs: u64,
     /// `pier serve` runs a collection cycle this often (`PIER_GC_INTERVAL`); `None`: only when asked.
     pub gc_interval_secs: Option<u64>,
+    /// Webhook endpoints and event settings (`REGISTRY_NOTIFICATIONS_*`, see [`crate::notifications`]).
+    pub notifications: NotificationsConfig,
 }
 
 impl Default for Config {
@@ -56,6 +60,7 @@ impl Default for Config {
             gc_enabled: true,
             gc_grace_secs: crate::registry::gc::DEFAULT_GRACE_SECS,
             gc_interval_secs: None,
+            notifications: NotificationsConfig::default(),
         }
     }
 }
@@ -102,6 +107,54 @@ pub fn parse_duration_secs(setting: &str, v: &str) -> Result<u64, ConfigError> {
         .ok()
         .and_then(|n| n.checked_mul(mult))
         .ok_or_else(|| bad(setting, format!("expected a duration like 3600, 30m or 24h, got {v:?}")))
+}
+
+/// Parse a duration in Go's form, as registry:2's configuration writes them (`500ms`, `1.5s`, `1h30m`, `168h`;
+/// units `ns`, `us`/`µs`, `ms`, `s`, `m`, `h`, and Pier's `d`), or a plain number of seconds like Pier's other
+/// durations.
+pub fn parse_go_duration(setting: &str, v: &str) -> Result<Duration, ConfigError> {
+    let t = v.trim();
+    let fail = || bad(setting, format!("expected a duration like 500ms, 30s, 1h30m or 168h, got {v:?}"));
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return t.parse::<u64>().map(Duration::from_secs).map_err(|_| fail());
+    }
+    let mut rest = t;
+    let mut nanos: u128 = 0;
+    if rest.is_empty() {
+        return Err(fail());
+    }
+    while !rest.is_empty() {
+        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let (number, after) = rest.split_at(number_len);
+        let unit_len = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_len);
+        let per_unit: u128 = match unit {
+            "ns" => 1,
+            "us" | "µs" | "μs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            "d" => 86_400_000_000_000,
+            _ => return Err(fail()),
+        };
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        if whole.is_empty() && fraction.is_empty() || fraction.contains('.') || fraction.len() > 18 {
+            return Err(fail());
+        }
+        let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| fail())? };
+        let fraction_value: u128 = if fraction.is_empty() { 0 } else { fraction.parse().map_err(|_| fail())? };
+        let scale = 10u128.pow(fraction.len() as u32);
+        nanos = whole
+            .checked_mul(per_unit)
+            .and_then(|n| n.checked_add(fraction_value * per_unit / scale))
+            .and_then(|n| nanos.checked_add(n))
+            .filter(|n| *n <= u64::MAX as u128 * 1_000_000_000)
+            .ok_or_else(fail)?;
+        rest = after;
+    }
+    // Bounded above, so the seconds fit in a u64.
+    Ok(Duration::new((nanos / 1_000_000_000) as u64, (nanos % 1_000_000_000) as u32))
 }
 
 /// Parse a size: bytes, or a number with `KiB`/`MiB`/`GiB` (or `K`/`M`/`G`).
@@ -163,6 +216,14 @@ impl Config {
         if let Some(v) = lookup("REGISTRY_STORAGE_REDIRECT_DISABLE") {
             c.redirect = !parse_bool("REGISTRY_STORAGE_REDIRECT_DISABLE", &v)?;
         }
+        // registry:2's upload purging age; Pier's own setting, read next, wins.
+        if let Some(v) = lookup("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_AGE").filter(|v| !v.trim().is_empty()) {
+            let age = parse_go_duration("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_AGE", &v)?;
+            if age.as_secs() == 0 {
+                return Err(bad("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_AGE", "must be at least 1 second"));
+            }
+            c.upload_expiry_secs = age.as_secs();
+        }
         if let Some(v) = lookup("PIER_UPLOAD_EXPIRY") {
             c.upload_expiry_secs = parse_duration_secs("PIER_UPLOAD_EXPIRY", &v)?;
         }
@@ -196,6 +257,7 @@ impl Config {
             c.gc_interval_secs = Some(secs);
         }
         c.auth = AuthConfig::from_lookup(&lookup)?;
+        c.notifications = NotificationsConfig::from_lookup(&lookup)?;
         Ok(c)
     }
 }
@@ -224,6 +286,36 @@ mod tests {
         assert!(parse_size("X", "12 parsecs").is_err());
         assert_eq!(parse_duration_secs("X", "2d").unwrap(), 172800);
         assert!(parse_duration_secs("X", "soon").is_err());
+    }
+
+    #[test]
+    fn go_durations() {
+        let d = |v: &str| parse_go_duration("D", v).unwrap_or_else(|e| panic!("{v:?}: {e}"));
+        assert_eq!(d("500ms"), Duration::from_millis(500));
+        assert_eq!(d("1.5s"), Duration::from_millis(1500));
+        assert_eq!(d("1h30m"), Duration::from_secs(5400));
+        assert_eq!(d("168h0m0s"), Duration::from_secs(168 * 3600));
+        assert_eq!(d("90"), Duration::from_secs(90));
+        assert_eq!(d("2d"), Duration::from_secs(172800));
+        assert_eq!(d("250us"), Duration::from_micros(250));
+        assert_eq!(d(".5m"), Duration::from_secs(30));
+        for v in ["", "soon", "-1s", "1..5s", "1x", "s", "1h 30m", "99999999999999999999999h"] {
+            assert_eq!(parse_go_duration("D", v).unwrap_err().setting, "D", "{v:?}");
+        }
+    }
+
+    #[test]
+    fn upload_purging_age_sets_the_expiry_unless_pier_says_otherwise() {
+        let read = |pairs: &[(&str, &str)]| {
+            let env: HashMap<&str, &str> = pairs.iter().copied().collect();
+            Config::from_lookup(|k| env.get(k).map(|v| v.to_string()))
+        };
+        let age = ("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_AGE", "168h");
+        assert_eq!(read(&[age]).unwrap().upload_expiry_secs, 168 * 3600);
+        assert_eq!(read(&[age, ("PIER_UPLOAD_EXPIRY", "2h")]).unwrap().upload_expiry_secs, 7200);
+        let e = read(&[("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_AGE", "a week")]).unwrap_err();
+        assert_eq!(e.setting, "REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_AGE");
+        assert!(read(&[("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_AGE", "0s")]).is_err());
     }
 
     #[test]

@@ -7,7 +7,10 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod config_file;
 pub mod error;
+pub mod notifications;
 pub mod platform;
 pub mod registry;
 pub mod sign;

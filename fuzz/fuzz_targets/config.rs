@@ -24,6 +24,9 @@ const SETTINGS: &[&str] = &[
     "PIER_AUTH_REALM",
     "PIER_AUTH_TOKEN_EXPIRY",
     "PIER_AUTH_CACHE_TTL",
+    "REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_AGE",
+    "REGISTRY_NOTIFICATIONS_ENDPOINTS",
+    "REGISTRY_NOTIFICATIONS_EVENTS_INCLUDEREFERENCES",
 ];
 
 fuzz_target!(|settings: Vec<(u8, String)>| {
@@ -35,6 +38,10 @@ fuzz_target!(|settings: Vec<(u8, String)>| {
             assert!(c.part_size > 0);
             if let Some(a) = &c.auth {
                 assert!(a.token_expiry_secs > 0);
+            }
+            for e in &c.notifications.endpoints {
+                assert!(!e.name.trim().is_empty() && (e.url.starts_with("https://") || e.url.starts_with("http://")));
+                assert!(!e.timeout.is_zero() && e.threshold > 0);
             }
         }
         Err(e) => assert!(SETTINGS.contains(&e.setting.as_str()), "{e}"),

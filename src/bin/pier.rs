@@ -1,22 +1,27 @@
-//! `pier`: the native server. `pier serve` hosts the registry core over HTTP/1.1 with filesystem or in-memory
-//! storage; settings come from flags or from registry:2-style environment variables.
+//! `pier`: the native server. `pier serve` hosts the registry core over HTTP/1.1 (or HTTPS) with filesystem,
+//! in-memory, S3 or Azure storage; settings come from flags, registry:2-style environment variables and registry:2's
+//! configuration file, in that order of precedence.
 
 use pier::auth::htpasswd::hash_password;
 use pier::auth::token::Secret;
-use pier::config::{parse_bool, parse_duration_secs, parse_size, Config};
-use std::collections::HashMap;
+use pier::config::{parse_bool, parse_duration_secs, parse_size, Config, ConfigError};
+use pier::config_file::ConfigFile;
 use pier::platform::native::{build_registry, collect, serve, LogFormat, ServeOptions, Storage};
+use pier::platform::native_tls::{parse_minimum, TlsFiles, TlsReloader, CERTIFICATE_SETTING, KEY_SETTING, MINIMUM_SETTING};
 use pier::registry::gc::{GcOptions, GcReport};
 use pier::storage::config::StorageConfig;
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::Duration;
 
-const USAGE: &str = "usage: pier serve [--addr HOST:PORT] [--root DIR | --memory] [--no-delete] [--read-only]
-                  [--part-size BYTES] [--upload-expiry DURATION] [--log-format text|json]
+const USAGE: &str = "usage: pier serve [--config FILE] [--addr HOST:PORT] [--root DIR | --memory] [--no-delete]
+                  [--read-only] [--part-size BYTES] [--upload-expiry DURATION] [--log-format text|json]
 
+  --config         registry:2's config.yml (also `pier serve FILE`, or env REGISTRY_CONFIGURATION_PATH); environment
+                   variables override its values, flags override both (see the README: registry:2 configuration file)
   --addr           listen address (env PIER_ADDR or REGISTRY_HTTP_ADDR; default 127.0.0.1:5000; port 0 picks one)
   --root           data directory (env REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY; default ./pier-data)
   --memory         keep everything in memory (env REGISTRY_STORAGE=inmemory)
@@ -27,7 +32,11 @@ const USAGE: &str = "usage: pier serve [--addr HOST:PORT] [--root DIR | --memory
                    (env REGISTRY_STORAGE_MAINTENANCE_READONLY='{\"enabled\":true}' or ..._READONLY_ENABLED=true)
   --part-size      multipart part size (env PIER_UPLOAD_PART_SIZE; default 8MiB)
   --upload-expiry  idle upload sessions expire after this (env PIER_UPLOAD_EXPIRY; default 24h)
-  --log-format     request log lines on stdout: text or json (env PIER_LOG_FORMAT; default text)
+  --log-format     request log lines on stdout: text or json (env PIER_LOG_FORMAT or REGISTRY_LOG_FORMATTER;
+                   default text)
+
+TLS: REGISTRY_HTTP_TLS_CERTIFICATE=FILE and REGISTRY_HTTP_TLS_KEY=FILE (PEM) serve HTTPS; changed files are
+reloaded without a restart (see the README, section TLS).
 
 Access control: REGISTRY_AUTH=htpasswd with REGISTRY_AUTH_HTPASSWD_PATH=FILE, rules in PIER_AUTH_RULES_PATH=FILE
 (see the README, section Access control). Without it, writes are allowed only on a loopback address unless
@@ -51,35 +60,89 @@ struct Options {
     config: Config,
     serve: ServeOptions,
     log_format: LogFormat,
+    tls: Option<TlsReloader>,
 }
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
+/// Where settings come from: an environment variable, else the configuration file's value (as registry:2 does).
+struct Settings {
+    file: Option<ConfigFile>,
+}
+
+impl Settings {
+    fn get(&self, name: &str) -> Option<String> {
+        env(name).or_else(|| self.file.as_ref()?.get(name).filter(|v| !v.is_empty()))
+    }
+
+    /// The message for a bad setting: named by its YAML key when the file is where it came from.
+    fn describe(&self, e: &ConfigError) -> String {
+        self.file.as_ref().and_then(|f| f.describe(e, env(&e.setting).is_some())).unwrap_or_else(|| e.to_string())
+    }
+
+    fn warn(&self, message: &str) {
+        eprintln!("pier: warning: {message}");
+    }
+}
+
+/// The configuration file named by `--config FILE`, a lone argument (registry:2's `serve FILE`) or
+/// `REGISTRY_CONFIGURATION_PATH`.
+fn config_path(args: &[String]) -> Result<Option<PathBuf>, String> {
+    let mut path = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let given = match a.as_str() {
+            "--config" => it.next().cloned().ok_or("--config needs a value")?,
+            flag if flag.starts_with('-') => {
+                // Every other flag but these takes a value.
+                if !matches!(flag, "--memory" | "--no-delete" | "--read-only") {
+                    it.next();
+                }
+                continue;
+            }
+            file => file.to_string(),
+        };
+        if path.replace(given).is_some() {
+            return Err("one configuration file at most".into());
+        }
+    }
+    Ok(path.or_else(|| env("REGISTRY_CONFIGURATION_PATH")).map(PathBuf::from))
+}
+
+/// A listen address as registry:2 writes it: `:5000` is every interface (IPv4), port 5000.
+fn listen_addr(addr: &str) -> String {
+    match addr.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => addr.to_string(),
+    }
+}
+
 /// Settings whose value is a file the native server reads for the core: (path setting, content setting).
 const FILE_SETTINGS: [(&str, &str); 2] = [("REGISTRY_AUTH_HTPASSWD_PATH", "PIER_AUTH_HTPASSWD"), ("PIER_AUTH_RULES_PATH", "PIER_AUTH_RULES")];
 
-/// Read the configuration from the environment, with `*_PATH` settings' files read into their content settings.
-fn read_config() -> Result<Config, String> {
+/// Read the configuration from the settings, with `*_PATH` settings' files read into their content settings.
+fn read_config(settings: &Settings) -> Result<Config, String> {
     let mut files: HashMap<&str, String> = HashMap::new();
     for (path_setting, content_setting) in FILE_SETTINGS {
-        if let Some(path) = env(path_setting) {
-            if env(content_setting).is_some() {
+        if let Some(path) = settings.get(path_setting) {
+            if settings.get(content_setting).is_some() {
                 return Err(format!("configuration setting {path_setting}: set it or {content_setting}, not both"));
             }
-            let content =
-                std::fs::read_to_string(&path).map_err(|e| format!("configuration setting {path_setting}: cannot read {path}: {e}"))?;
+            let content = std::fs::read_to_string(&path).map_err(|e| {
+                settings.describe(&ConfigError { setting: path_setting.into(), problem: format!("cannot read {path}: {e}") })
+            })?;
             files.insert(content_setting, content);
         }
     }
-    let lookup = |k: &str| env(k).or_else(|| files.get(k).cloned());
+    let lookup = |k: &str| settings.get(k).or_else(|| files.get(k).cloned());
     let mut config = Config::from_lookup(lookup).map_err(|mut e| {
         // Name the file setting the user wrote, not the content setting it was turned into.
         if let Some((path_setting, _)) = FILE_SETTINGS.iter().find(|(_, c)| *c == e.setting && files.contains_key(c)) {
             e.setting = path_setting.to_string();
         }
-        e.to_string()
+        settings.describe(&e)
     })?;
     if let Some(auth) = &mut config.auth {
         if auth.token_secret.is_none() {
@@ -114,23 +177,90 @@ fn htpasswd_line(args: &[String]) -> Result<String, String> {
     Ok(format!("{user}:{}", hash_password(password.as_bytes(), cost, salt)?))
 }
 
+/// TLS from registry:2's settings: both files or neither.
+fn read_tls(settings: &Settings) -> Result<Option<TlsReloader>, String> {
+    let (certificate, key) = match (settings.get(CERTIFICATE_SETTING), settings.get(KEY_SETTING)) {
+        (None, None) => return Ok(None),
+        (Some(c), Some(k)) => (c, k),
+        (Some(_), None) => return Err(settings.describe(&ConfigError { setting: KEY_SETTING.into(), problem: "required with a certificate: the certificate's private key (PEM)".into() })),
+        (None, Some(_)) => return Err(settings.describe(&ConfigError { setting: CERTIFICATE_SETTING.into(), problem: "required with a key: the certificate chain (PEM)".into() })),
+    };
+    let (tls13_only, warning) = match settings.get(MINIMUM_SETTING) {
+        Some(v) => parse_minimum(MINIMUM_SETTING, &v).map_err(|e| settings.describe(&e))?,
+        None => (false, None),
+    };
+    if let Some(w) = warning {
+        settings.warn(&w);
+    }
+    let files = TlsFiles { certificate: PathBuf::from(certificate), key: PathBuf::from(key), tls13_only };
+    TlsReloader::new(files).map(Some).map_err(|e| settings.describe(&e))
+}
+
+/// Settings Pier checks but does not act on (yet): the log level, a pull-through cache, notification endpoints.
+fn check_settings_without_effect(settings: &Settings, config: &Config) -> Result<(), String> {
+    for setting in ["REGISTRY_LOG_LEVEL", "REGISTRY_LOGLEVEL"] {
+        if let Some(level) = settings.get(setting) {
+            // registry:2's levels; Pier's request log is its access log, written at every level.
+            if !matches!(level.trim().to_ascii_lowercase().as_str(), "error" | "warn" | "info" | "debug") {
+                let e = ConfigError { setting: setting.into(), problem: format!("expected error, warn, info or debug, got {level:?}") };
+                return Err(settings.describe(&e));
+            }
+        }
+    }
+    if settings.get("REGISTRY_PROXY_REMOTEURL").is_some() {
+        settings.warn("proxy.remoteurl (REGISTRY_PROXY_REMOTEURL): a pull-through cache is not supported yet; Pier serves only what is pushed to it");
+    }
+    let endpoints: Vec<&str> = config.notifications.active().map(|e| e.name.as_str()).collect();
+    if !endpoints.is_empty() {
+        settings.warn(&format!(
+            "notifications: {} endpoint(s) configured ({}), but Pier does not deliver notifications yet: no events are sent",
+            endpoints.len(),
+            endpoints.join(", ")
+        ));
+    }
+    Ok(())
+}
+
 fn parse_options(args: &[String]) -> Result<Options, String> {
-    let mut config = read_config()?;
-    let mut addr = env("PIER_ADDR").or_else(|| env("REGISTRY_HTTP_ADDR")).unwrap_or_else(|| "127.0.0.1:5000".into());
-    let mut storage = match StorageConfig::from_lookup(env).map_err(|e| e.to_string())? {
+    let file = match config_path(args)? {
+        Some(path) => {
+            let file = ConfigFile::read(&path)?;
+            for w in &file.warnings {
+                eprintln!("pier: warning: {}: {w}", file.name);
+            }
+            Some(file)
+        }
+        None => None,
+    };
+    let settings = Settings { file };
+    let mut config = read_config(&settings)?;
+    let mut addr = settings.get("PIER_ADDR").or_else(|| settings.get("REGISTRY_HTTP_ADDR")).unwrap_or_else(|| "127.0.0.1:5000".into());
+    let mut storage = match StorageConfig::from_lookup(|k| settings.get(k)).map_err(|e| settings.describe(&e))? {
         StorageConfig::Filesystem(root) => Storage::Filesystem(PathBuf::from(root.as_deref().unwrap_or("pier-data"))),
         StorageConfig::InMemory => Storage::Memory,
         StorageConfig::S3(s) => Storage::S3(s),
         StorageConfig::Azure(a) => Storage::Azure(a),
     };
-    let mut log_format = match env("PIER_LOG_FORMAT") {
-        Some(v) => LogFormat::parse("PIER_LOG_FORMAT", &v).map_err(|e| e.to_string())?,
-        None => LogFormat::default(),
+    let mut log_format = match (env("PIER_LOG_FORMAT"), settings.get("REGISTRY_LOG_FORMATTER")) {
+        (Some(v), _) => LogFormat::parse("PIER_LOG_FORMAT", &v).map_err(|e| e.to_string())?,
+        (None, Some(v)) => {
+            let (format, warning) = LogFormat::parse_registry_formatter("REGISTRY_LOG_FORMATTER", &v).map_err(|e| settings.describe(&e))?;
+            if let Some(w) = warning {
+                settings.warn(&w);
+            }
+            format
+        }
+        (None, None) => LogFormat::default(),
     };
+    let tls = read_tls(&settings)?;
+    check_settings_without_effect(&settings, &config)?;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |flag: &str| it.next().cloned().ok_or_else(|| format!("{flag} needs a value"));
         match a.as_str() {
+            "--config" => {
+                value("--config")?;
+            }
             "--addr" => addr = value("--addr")?,
             "--root" => storage = Storage::Filesystem(PathBuf::from(value("--root")?)),
             "--memory" => storage = Storage::Memory,
@@ -142,9 +272,11 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "--upload-expiry" => {
                 config.upload_expiry_secs = parse_duration_secs("--upload-expiry", &value("--upload-expiry")?).map_err(|e| e.to_string())?
             }
-            other => return Err(format!("unknown option {other}")),
+            other if other.starts_with('-') => return Err(format!("unknown option {other}")),
+            _ => {} // the configuration file, read above
         }
     }
+    let addr = listen_addr(&addr);
     if config.auth.is_none() && config.anonymous_write.is_none() {
         // Open on a loopback address (a developer's machine); anywhere else, writes need users or an explicit opt-in.
         let loopback = addr.parse::<std::net::SocketAddr>().map(|a| a.ip().is_loopback()).unwrap_or(addr.starts_with("localhost:"));
@@ -177,7 +309,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             .filter(|n| *n > 0)
             .ok_or_else(|| format!("configuration setting PIER_HTTP_MAX_CONNECTIONS: expected a positive number, got {v:?}"))?;
     }
-    Ok(Options { addr, storage, config, serve, log_format })
+    Ok(Options { addr, storage, config, serve, log_format, tls })
 }
 
 /// `pier gc` and `pier du`: the registry's storage, opened like `pier serve` opens it, without serving.
@@ -329,9 +461,10 @@ fn main() -> ExitCode {
         let registry = build_registry(&opts.storage, opts.config, opts.log_format).map_err(|e| format!("cannot open storage: {e}"))?;
         let listener = tokio::net::TcpListener::bind(&opts.addr).await.map_err(|e| format!("cannot listen on {}: {e}", opts.addr))?;
         let local_addr = listener.local_addr().map_err(|e| e.to_string())?;
-        println!("pier listening on http://{local_addr}");
+        let scheme = if opts.tls.is_some() { "https" } else { "http" };
+        println!("pier listening on {scheme}://{local_addr}");
         let _ = std::io::stdout().flush();
-        serve(listener, Rc::new(registry), opts.serve).await.map_err(|e| e.to_string())
+        serve(listener, Rc::new(registry), opts.serve, opts.tls).await.map_err(|e| e.to_string())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,6 +6,10 @@
 //! that stops arriving ends its request (an upload then keeps its last good offset), and the number of connections
 //! served at once is capped (further ones wait in the listen backlog). See [`ServeOptions`].
 //!
+//! With TLS ([`TlsReloader`], registry:2's `http.tls` settings) each connection does its handshake first, within
+//! the header time limit; a client speaking plain HTTP to the TLS port gets a plain `400` saying so instead of a
+//! TLS alert it cannot read.
+//!
 //! Request logs go to stdout, one line per request, as text or JSON ([`LogFormat`]); server errors go to stderr. The
 //! peer address of each connection reaches the core as a [`ClientAddr`] request extension.
 
@@ -14,6 +18,7 @@ use crate::auth::htpasswd::BcryptHash;
 use crate::config::{Config, ConfigError};
 use crate::error::{Error, ErrorCode};
 use crate::registry::gc::{GcOptions, GcReport};
+use crate::platform::native_tls::TlsReloader;
 use crate::registry::{Environment, Registry, RequestLog};
 use crate::storage::fs::{FsMetaStore, FsObjectStore};
 use crate::storage::config::{AzureSettings, S3Settings};
@@ -38,7 +43,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 /// How request logs are written (`pier serve --log-format`, `PIER_LOG_FORMAT`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -57,6 +63,17 @@ impl LogFormat {
             "text" => Ok(LogFormat::Text),
             "json" => Ok(LogFormat::Json),
             _ => Err(ConfigError { setting: setting.to_string(), problem: format!("expected text or json, got {v:?}") }),
+        }
+    }
+
+    /// registry:2's `log.formatter` (`REGISTRY_LOG_FORMATTER`): `text` or `json`, and `logstash`, which Pier writes
+    /// as plain JSON lines (the second value is a warning saying so).
+    pub fn parse_registry_formatter(setting: &str, v: &str) -> Result<(Self, Option<String>), ConfigError> {
+        match v.trim().to_ascii_lowercase().as_str() {
+            "logstash" => Ok((LogFormat::Json, Some(format!("{setting}: logstash is written as plain JSON lines")))),
+            _ => LogFormat::parse(setting, v)
+                .map(|f| (f, None))
+                .map_err(|e| ConfigError { problem: format!("expected text, json or logstash, got {v:?}"), ..e }),
         }
     }
 }
@@ -268,8 +285,63 @@ pub async fn collect(registry: &Registry, options: &GcOptions, cycles: usize, pr
     }
 }
 
-/// Serve `registry` on `listener` until the process ends. Must run inside a `tokio::task::LocalSet`.
-pub async fn serve(listener: TcpListener, registry: Rc<Registry>, options: ServeOptions) -> io::Result<()> {
+/// The answer to plain HTTP on the TLS port, as Go's server (and so registry:2) gives it.
+const PLAIN_HTTP_ON_TLS_PORT: &[u8] = b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
+
+/// The first byte of every TLS connection: a handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// Serve HTTP/1.1 on one connection (plain TCP or TLS) until it closes.
+async fn serve_connection<I>(io: I, registry: Rc<Registry>, peer: SocketAddr, options: ServeOptions)
+where
+    I: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    let service = service_fn(move |req: hyper::Request<Incoming>| {
+        let registry = registry.clone();
+        async move { Ok::<_, Infallible>(into_hyper(registry.handle(into_core(req, peer, options.body_timeout)).await)) }
+    });
+    // Connection errors (clients hanging up, a TLS hello on the plain port, a header timeout) concern only that
+    // client.
+    let _ = http1::Builder::new()
+        .keep_alive(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_timeout)
+        .serve_connection(TokioIo::new(io), service)
+        .await;
+}
+
+/// The TLS handshake, then HTTP/1.1 over it. Plain HTTP is answered with [`PLAIN_HTTP_ON_TLS_PORT`]; a client that
+/// sends nothing, or never finishes its handshake, is dropped after the header time limit.
+async fn serve_tls_connection(
+    mut stream: TcpStream,
+    acceptor: tokio_rustls::TlsAcceptor,
+    registry: Rc<Registry>,
+    peer: SocketAddr,
+    options: ServeOptions,
+) {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(options.header_timeout, stream.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0] == TLS_HANDSHAKE_RECORD => {}
+        Ok(Ok(1)) if first[0].is_ascii_uppercase() => {
+            // Read the request (its head usually comes in one piece) before answering, so closing does not reset
+            // the connection under the answer.
+            let mut request = [0u8; 8192];
+            let _ = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut request)).await;
+            let _ = stream.write_all(PLAIN_HTTP_ON_TLS_PORT).await;
+            let _ = stream.shutdown().await;
+            return;
+        }
+        _ => return,
+    }
+    // Failed or slow handshakes (an untrusted certificate on the client's side, a scanner) concern only that client.
+    if let Ok(Ok(tls)) = tokio::time::timeout(options.header_timeout, acceptor.accept(stream)).await {
+        serve_connection(tls, registry, peer, options).await;
+    }
+}
+
+/// Serve `registry` on `listener` until the process ends, over TLS when `tls` is given. Must run inside a
+/// `tokio::task::LocalSet`.
+pub async fn serve(listener: TcpListener, registry: Rc<Registry>, options: ServeOptions, tls: Option<TlsReloader>) -> io::Result<()> {
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(options.max_connections.max(1)));
     let purger = registry.clone();
     let every = Duration::from_secs((purger.config().upload_expiry_secs / 4).clamp(60, 3600));
@@ -313,19 +385,12 @@ pub async fn serve(listener: TcpListener, registry: Rc<Registry>, options: Serve
         };
         let _ = stream.set_nodelay(true);
         let registry = registry.clone();
+        let acceptor = tls.as_ref().map(TlsReloader::acceptor);
         tokio::task::spawn_local(async move {
-            let service = service_fn(move |req: hyper::Request<Incoming>| {
-                let registry = registry.clone();
-                async move { Ok::<_, Infallible>(into_hyper(registry.handle(into_core(req, peer, options.body_timeout)).await)) }
-            });
-            // Connection errors (clients hanging up, a TLS hello on the plain port, a header timeout) concern only that
-            // client.
-            let _ = http1::Builder::new()
-                .keep_alive(true)
-                .timer(TokioTimer::new())
-                .header_read_timeout(options.header_timeout)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            match acceptor {
+                Some(acceptor) => serve_tls_connection(stream, acceptor, registry, peer, options).await,
+                None => serve_connection(stream, registry, peer, options).await,
+            }
             drop(slot);
         });
     }

@@ -14,6 +14,7 @@
 //! | `REGISTRY_STORAGE_AZURE_REALM` | endpoint suffix, default `core.windows.net` |
 //! | `REGISTRY_STORAGE_AZURE_ROOTDIRECTORY` | blob name prefix |
 //! | `PIER_STORAGE_AZURE_ENDPOINT` | explicit blob service URL, e.g. Azurite's `http://127.0.0.1:10000/devstoreaccount1` |
+//! | `REGISTRY_STORAGE_AZURE_SERVICEURL` | the same under registry:2's (3.x) name; `PIER_STORAGE_AZURE_ENDPOINT` wins |
 //!
 //! Errors name the setting and never repeat a secret's value.
 
@@ -127,15 +128,23 @@ impl StorageConfig {
                 Ok(StorageConfig::S3(s))
             }
             Some("azure") => {
+                let service_url = get("REGISTRY_STORAGE_AZURE_SERVICEURL");
+                let from_service_url = get("PIER_STORAGE_AZURE_ENDPOINT").is_none() && service_url.is_some();
                 let s = AzureSettings {
                     account_name: need("REGISTRY_STORAGE_AZURE_ACCOUNTNAME", "the storage account name")?,
                     account_key: need("REGISTRY_STORAGE_AZURE_ACCOUNTKEY", "the storage account key")?,
                     container: need("REGISTRY_STORAGE_AZURE_CONTAINER", "the container name")?,
                     realm: get("REGISTRY_STORAGE_AZURE_REALM").unwrap_or_else(|| DEFAULT_REALM.to_string()),
-                    endpoint: get("PIER_STORAGE_AZURE_ENDPOINT"),
+                    endpoint: get("PIER_STORAGE_AZURE_ENDPOINT").or(service_url),
                     root_directory: get("REGISTRY_STORAGE_AZURE_ROOTDIRECTORY").unwrap_or_default(),
                 };
-                s.endpoint()?;
+                s.endpoint().map_err(|mut e| {
+                    // Name the setting the URL came from.
+                    if from_service_url && e.setting == "PIER_STORAGE_AZURE_ENDPOINT" {
+                        e.setting = "REGISTRY_STORAGE_AZURE_SERVICEURL".into();
+                    }
+                    e
+                })?;
                 s.credential()?;
                 Ok(StorageConfig::Azure(s))
             }
@@ -270,6 +279,15 @@ mod tests {
         v.push(("PIER_STORAGE_AZURE_ENDPOINT", "http://127.0.0.1:10000/devstoreaccount1"));
         let StorageConfig::Azure(s) = parse(&v).unwrap() else { panic!("not azure") };
         assert!(s.endpoint().unwrap().is_path_style());
+        v.pop();
+        v.push(("REGISTRY_STORAGE_AZURE_SERVICEURL", "https://acct.blob.core.chinacloudapi.cn"));
+        let StorageConfig::Azure(s) = parse(&v).unwrap() else { panic!("not azure") };
+        assert_eq!(s.endpoint().unwrap().host(), "acct.blob.core.chinacloudapi.cn");
+        v.pop();
+        v.push(("REGISTRY_STORAGE_AZURE_SERVICEURL", "ftp://nowhere"));
+        assert_eq!(parse(&v).unwrap_err().setting, "REGISTRY_STORAGE_AZURE_SERVICEURL");
+        v.pop();
+        v.push(("PIER_STORAGE_AZURE_ENDPOINT", "http://127.0.0.1:10000/devstoreaccount1"));
         v[1] = ("REGISTRY_STORAGE_AZURE_ACCOUNTNAME", "Bad_Name");
         v.pop();
         assert_eq!(parse(&v).unwrap_err().setting, "REGISTRY_STORAGE_AZURE_ACCOUNTNAME");

@@ -67,10 +67,64 @@ pub fn skip_if_external(test: &str) -> bool {
 }
 
 fn new_agent() -> ureq::Agent {
-    ureq::AgentBuilder::new()
+    agent_trusting(None)
+}
+
+/// An HTTP client; with `ca_pem`, one that trusts exactly that CA for `https://` URLs (the TLS tests make their own).
+pub fn agent_trusting(ca_pem: Option<&str>) -> ureq::Agent {
+    let mut builder = ureq::AgentBuilder::new()
         .redirects(0)
-        .timeout(Duration::from_secs(60))
-        .build()
+        .timeout(Duration::from_secs(60));
+    if let Some(pem) = ca_pem {
+        builder = builder.tls_config(tls_client_config(pem));
+    }
+    builder.build()
+}
+
+/// A rustls client configuration (ring, like the server) trusting the CA certificates in `ca_pem`.
+pub fn tls_client_config(ca_pem: &str) -> Arc<tokio_rustls::rustls::ClientConfig> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.expect("CA PEM")).expect("add CA");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// Runs `pier serve ARGS` with `env`, expecting it to stop by itself (a bad configuration): its exit status and
+/// everything it wrote to stderr. Panics if it is still running after 30 s (it is killed by PID first).
+pub fn serve_until_exit(args: &[&str], env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pier"))
+        .arg("serve")
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pier binary");
+    let deadline = std::time::Instant::now() + STARTUP_TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for pier") {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            return (status, err);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("pier serve {args:?} did not stop by itself");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 impl Server {
@@ -124,6 +178,21 @@ impl Server {
         self.stdout.lock().map(|b| String::from_utf8_lossy(&b).to_string()).unwrap_or_default()
     }
 
+    /// Waits (up to 10 s) until the spawned server's stderr holds `needle`, and returns all of it so far. Its stderr
+    /// is read by a thread, so what it wrote before its listening line may not have arrived yet when it starts.
+    #[track_caller]
+    pub fn wait_stderr(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self.stderr_text();
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(std::time::Instant::now() < deadline, "pier's stderr never said {needle:?}:\n{text}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// What the spawned server wrote to stderr so far (the tail).
     pub fn stderr_text(&self) -> String {
         self.stderr.lock().map(|b| String::from_utf8_lossy(&b).to_string()).unwrap_or_default()
@@ -139,6 +208,13 @@ impl Server {
             stdout: Arc::new(Mutex::new(Vec::new())),
             agent: new_agent(),
         }
+    }
+
+    /// A server someone else started at an `https://` `url`, reached by a client trusting `ca_pem`.
+    pub fn external_at_trusting(url: &str, ca_pem: &str) -> Server {
+        let mut server = Self::external_at(url);
+        server.agent = agent_trusting(Some(ca_pem));
+        server
     }
 
     fn external_server() -> Option<Server> {
@@ -161,6 +237,18 @@ impl Server {
         Self::spawn_env(root, args, &[])
     }
 
+    /// Starts `pier serve` with exactly these arguments (no `--addr` or storage flag added) and environment, in
+    /// `cwd` if given; `ca_pem` makes the test's client trust that CA, for a server that listens on `https://`.
+    /// Never uses `PIER_TEST_URL`.
+    pub fn start_serve(args: &[&str], env: &[(&str, &str)], cwd: Option<&Path>, ca_pem: Option<&str>) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pier"));
+        cmd.arg("serve").args(args).envs(env.iter().copied());
+        if let Some(dir) = cwd {
+            cmd.current_dir(dir);
+        }
+        Self::launch(cmd, &format!("{args:?}"), ca_pem)
+    }
+
     fn spawn_env(root: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_pier"));
         cmd.envs(env.iter().copied());
@@ -169,6 +257,12 @@ impl Server {
             cmd.arg("--root").arg(root);
         }
         cmd.args(args);
+        Self::launch(cmd, &format!("{args:?}"), None)
+    }
+
+    /// Runs `cmd` (a `pier serve`), waits for its listening line and returns the server at that address; an
+    /// address on every interface (`0.0.0.0`) is reached through 127.0.0.1.
+    fn launch(mut cmd: Command, args: &str, ca_pem: Option<&str>) -> Server {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -234,7 +328,7 @@ impl Server {
                 let _ = child.kill();
                 let _ = child.wait();
                 let err = String::from_utf8_lossy(&stderr_buf.lock().unwrap()).to_string();
-                panic!("pier did not print its listening line ({other:?}); args {args:?}; stderr:\n{err}");
+                panic!("pier did not print its listening line ({other:?}); args {args}; stderr:\n{err}");
             }
         };
         let line = line.trim();
@@ -243,9 +337,9 @@ impl Server {
             .strip_prefix(prefix)
             .unwrap_or_else(|| panic!("unexpected first stdout line from pier: {line:?}"))
             .trim_end_matches('/')
-            .to_string();
+            .replace("://0.0.0.0:", "://127.0.0.1:");
         assert!(
-            base.starts_with("http://127.0.0.1:"),
+            base.starts_with("http://127.0.0.1:") || base.starts_with("https://127.0.0.1:"),
             "unexpected listening URL {base:?}"
         );
 
@@ -255,7 +349,7 @@ impl Server {
             root: None,
             stderr: stderr_buf,
             stdout: stdout_buf,
-            agent: new_agent(),
+            agent: agent_trusting(ca_pem),
         }
     }
 
