@@ -42,6 +42,9 @@ pub struct Config {
     pub gc_grace_secs: u64,
     /// `pier serve` runs a collection cycle this often (`PIER_GC_INTERVAL`); `None`: only when asked.
     pub gc_interval_secs: Option<u64>,
+    /// Manifests no tag reaches are collected once older than this (`PIER_GC_UNTAGGED_AFTER`, e.g. `7d`); `None`
+    /// (the default) keeps every manifest.
+    pub gc_untagged_after_secs: Option<u64>,
     /// Webhook endpoints and event settings (`REGISTRY_NOTIFICATIONS_*`, see [`crate::notifications`]).
     pub notifications: NotificationsConfig,
 }
@@ -60,6 +63,7 @@ impl Default for Config {
             gc_enabled: true,
             gc_grace_secs: crate::registry::gc::DEFAULT_GRACE_SECS,
             gc_interval_secs: None,
+            gc_untagged_after_secs: None,
             notifications: NotificationsConfig::default(),
         }
     }
@@ -255,6 +259,9 @@ impl Config {
                 return Err(bad("PIER_GC_INTERVAL", "must be at least 1 second (leave it unset for no schedule)"));
             }
             c.gc_interval_secs = Some(secs);
+        }
+        if let Some(v) = lookup("PIER_GC_UNTAGGED_AFTER") {
+            c.gc_untagged_after_secs = Some(parse_duration_secs("PIER_GC_UNTAGGED_AFTER", &v)?);
         }
         c.auth = AuthConfig::from_lookup(&lookup)?;
         c.notifications = NotificationsConfig::from_lookup(&lookup)?;

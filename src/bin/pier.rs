@@ -44,11 +44,13 @@ PIER_ANONYMOUS_WRITE=true (or =false to refuse them there too).
 
 usage: pier htpasswd [--cost N] USER    read a password from stdin, print an htpasswd line (bcrypt, default cost 10)
 
-usage: pier gc [--root DIR | storage settings] [--dry-run] [--grace DURATION] [--cycles N] [--report]
+usage: pier gc [--root DIR | storage settings] [--dry-run] [--grace DURATION] [--untagged-after DURATION] [--cycles N] [--report]
   collect garbage online (a server may keep running on the same storage): blob links nothing references and then
   blobs no repository links; content is deleted once two cycles in a row found it unreferenced and its mark is older
   than the grace period (env PIER_GC_GRACE_PERIOD; default 6h; 0 for an immediate collection, which runs the two
-  cycles at once). --dry-run reports what would go and changes nothing; --report prints the last cycle's report.
+  cycles at once). --untagged-after 7d also collects manifests no tag reaches once they are that old (env
+  PIER_GC_UNTAGGED_AFTER; default: keep them). --dry-run reports what would go and changes nothing; --report prints
+  the last cycle's report.
 
 usage: pier du [--root DIR | storage settings]
   per repository: the bytes its images reference and the bytes only it references; the registry's totals (JSON)
@@ -315,7 +317,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
 /// `pier gc` and `pier du`: the registry's storage, opened like `pier serve` opens it, without serving.
 fn maintenance(cmd: &str, args: &[String]) -> ExitCode {
     let mut rest = Vec::new();
-    let (mut dry_run, mut report_only, mut grace, mut cycles) = (false, false, None, None);
+    let (mut dry_run, mut report_only, mut grace, mut cycles, mut untagged) = (false, false, None, None, None);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -325,6 +327,11 @@ fn maintenance(cmd: &str, args: &[String]) -> ExitCode {
                 Some(Ok(v)) => grace = Some(v),
                 Some(Err(e)) => return fail(&e.to_string()),
                 None => return fail("--grace needs a value"),
+            },
+            "--untagged-after" if cmd == "gc" => match it.next().map(|v| parse_duration_secs("--untagged-after", v)) {
+                Some(Ok(v)) => untagged = Some(v),
+                Some(Err(e)) => return fail(&e.to_string()),
+                None => return fail("--untagged-after needs a value"),
             },
             "--cycles" if cmd == "gc" => match it.next().and_then(|v| v.parse::<usize>().ok()).filter(|n| *n > 0) {
                 Some(n) => cycles = Some(n),
@@ -345,6 +352,7 @@ fn maintenance(cmd: &str, args: &[String]) -> ExitCode {
     let cmd = cmd.to_string();
     let result: Result<(), String> = local.block_on(&runtime, async move {
         let grace = grace.unwrap_or(opts.config.gc_grace_secs);
+        let untagged_after_secs = untagged.or(opts.config.gc_untagged_after_secs);
         let registry = build_registry(&opts.storage, opts.config, opts.log_format).map_err(|e| format!("cannot open storage: {e}"))?;
         let json = |v: &dyn erased::Json| v.pretty();
         if cmd == "du" {
@@ -361,7 +369,7 @@ fn maintenance(cmd: &str, args: &[String]) -> ExitCode {
         // three cycles run now, otherwise the deletions come with later runs (or the server's schedule, or the
         // Workers cron) once the grace period has passed.
         let cycles = cycles.unwrap_or(if grace == 0 { 3 } else { 1 });
-        let options = GcOptions { grace_secs: grace, dry_run, ..GcOptions::default() };
+        let options = GcOptions { grace_secs: grace, dry_run, untagged_after_secs, ..GcOptions::default() };
         let started = std::time::Instant::now();
         let reports = collect(&registry, &options, cycles, |r| {
             eprint!(

@@ -357,7 +357,11 @@ pub async fn serve(listener: TcpListener, registry: Rc<Registry>, options: Serve
     });
     if let (true, Some(every)) = (registry.config().gc_enabled, registry.config().gc_interval_secs) {
         let collector = registry.clone();
-        let options = GcOptions { grace_secs: collector.config().gc_grace_secs, ..GcOptions::default() };
+        let options = GcOptions {
+            grace_secs: collector.config().gc_grace_secs,
+            untagged_after_secs: collector.config().gc_untagged_after_secs,
+            ..GcOptions::default()
+        };
         tokio::task::spawn_local(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(every)).await;

@@ -294,7 +294,12 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
         return;
     }
     let calls = setting(&env, "PIER_GC_SLICE_CALLS").and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(crate::registry::gc::WORKERS_SLICE_CALLS);
-    let options = crate::registry::gc::GcOptions { grace_secs: registry.config().gc_grace_secs, dry_run: false, max_calls: calls.max(8) };
+    let options = crate::registry::gc::GcOptions {
+        grace_secs: registry.config().gc_grace_secs,
+        dry_run: false,
+        max_calls: calls.max(8),
+        untagged_after_secs: registry.config().gc_untagged_after_secs,
+    };
     match registry.gc_slice(&options).await {
         Ok(p) if p.cycle_done => {
             let r = &p.report;

@@ -63,7 +63,7 @@ impl Registry {
                     Some(v) => crate::config::parse_duration_secs("grace", v)
                         .map_err(|e| Error::msg(ErrorCode::Unsupported, e.to_string()))?,
                 };
-                let options = GcOptions { grace_secs, dry_run: false, max_calls: calls };
+                let options = GcOptions { grace_secs, dry_run: false, max_calls: calls, untagged_after_secs: self.config.gc_untagged_after_secs };
                 let progress = self.gc_slice(&options).await?;
                 let body = json!({ "cycle_done": progress.cycle_done, "busy": progress.busy, "report": to_json(&progress.report)? });
                 Ok(Reply::json(StatusCode::OK, &body))

@@ -8,6 +8,12 @@
 //! A repository's blob links that none of its manifests or tags reference are collected, and then a blob's global
 //! record and bytes once no repository links it.
 //!
+//! With an untagged-manifest policy (`PIER_GC_UNTAGGED_AFTER`), a manifest is kept only if a tag points at it, it
+//! was pushed less than that long ago (or before push times were recorded), it is a child of a kept index, or its
+//! subject is kept (signatures and SBOMs of kept images). The others are marked, and deleted by a later cycle, the
+//! same two-step way as links; their blobs follow in the cycles after (a manifest's references count until the
+//! manifest is actually gone).
+//!
 //! ## A cycle
 //! For each repository in the catalog: *mark* (read every manifest record and tag, collect the digests they
 //! reference), then *sweep links*: a referenced link is kept (its mark cleared if it had one); an unreferenced live
@@ -41,7 +47,11 @@
 //! - *Two collectors*: a lease in the state record (compare-and-swap) lets one run slices at a time; one whose lease
 //!   ran out cannot save its progress, and each of its steps was individually safe.
 //! - *A tag moved while the mark runs*: the record it moves to exists already (PUT by tag writes it first), and
-//!   manifests are all kept, so the links it needs are referenced by that record.
+//!   a manifest's references count as long as it exists, so the links it needs are referenced by that record.
+//! - *A manifest the policy condemned, pushed again or tagged meanwhile*: the PUT rewrites its record (fresh push
+//!   time, no mark), so the collector's conditional delete fails; *an index naming a condemned child*: the index PUT
+//!   revives the child after writing its own record ([`Registry::revive_manifest`]), with the same outcomes as for
+//!   links — the collector's delete fails, or the index PUT finds the child gone and is refused.
 //!
 //! The grace period (`PIER_GC_GRACE_PERIOD`, default 6 h) adds time on top: a blob uploaded for a push that has not
 //! sent its manifest yet stays at least that long unreferenced before it can go. `0` is allowed (tests); safety does
@@ -60,7 +70,7 @@ use crate::spec::{Digest, RepositoryName};
 use crate::storage::Precondition;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Where a collection in progress stands.
 pub const STATE_KEY: &str = "_gc/state";
@@ -86,11 +96,13 @@ pub struct GcOptions {
     pub dry_run: bool,
     /// Store calls one slice may make.
     pub max_calls: u64,
+    /// Delete manifests that no tag reaches once they are older than this (seconds); `None` keeps them all.
+    pub untagged_after_secs: Option<u64>,
 }
 
 impl Default for GcOptions {
     fn default() -> Self {
-        GcOptions { grace_secs: DEFAULT_GRACE_SECS, dry_run: false, max_calls: u64::MAX }
+        GcOptions { grace_secs: DEFAULT_GRACE_SECS, dry_run: false, max_calls: u64::MAX, untagged_after_secs: None }
     }
 }
 
@@ -107,6 +119,10 @@ pub struct GcReport {
     pub repositories: u64,
     pub manifests_marked: u64,
     pub tags_marked: u64,
+    #[serde(default)]
+    pub manifests_tombstoned: u64,
+    #[serde(default)]
+    pub manifests_deleted: u64,
     pub links_kept: u64,
     pub links_tombstoned: u64,
     pub links_deleted: u64,
@@ -122,6 +138,7 @@ enum Phase {
     NextRepository,
     MarkManifests,
     MarkTags,
+    SweepManifests,
     SweepLinks,
     SweepRecords,
 }
@@ -137,10 +154,57 @@ struct GcState {
     cursor: Option<String>,
     referenced: BTreeSet<String>,
     linked: BTreeSet<String>,
+    /// With an untagged-manifest policy: what the mark learned of each manifest of the repository, the digests its
+    /// tags point at, and then the verdicts the manifest sweep carries out.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    facts: BTreeMap<String, ManifestFacts>,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    tagged: BTreeSet<String>,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    doomed: BTreeSet<String>,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    revive: BTreeSet<String>,
     report: GcReport,
     /// The runner holding the collection, and until when.
     #[serde(default)]
     lease: Option<(String, u64)>,
+}
+
+/// What the untagged-manifest policy needs to know of one manifest.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct ManifestFacts {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    children: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pushed: Option<u64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    marked: bool,
+}
+
+/// The manifests a repository keeps under the policy: those its tags point at and those younger than `after` (or of
+/// unknown age), then everything they reach: an index's children, and referrers (signatures, SBOMs) of what is kept.
+fn kept_manifests(facts: &BTreeMap<String, ManifestFacts>, tagged: &BTreeSet<String>, now: u64, after: u64) -> BTreeSet<String> {
+    let mut kept: BTreeSet<String> = facts
+        .iter()
+        .filter(|(d, f)| tagged.contains(*d) || f.pushed.is_none_or(|p| p.saturating_add(after) > now))
+        .map(|(d, _)| d.clone())
+        .collect();
+    loop {
+        let mut more = Vec::new();
+        for (d, f) in facts {
+            if kept.contains(d) {
+                more.extend(f.children.iter().filter(|c| !kept.contains(*c)).cloned());
+            } else if f.subject.as_ref().is_some_and(|s| kept.contains(s)) {
+                more.push(d.clone());
+            }
+        }
+        if more.is_empty() {
+            return kept;
+        }
+        kept.extend(more);
+    }
 }
 
 /// What one slice did.
@@ -182,6 +246,36 @@ pub(super) fn record_bytes(raw: &[u8]) -> Option<&[u8]> {
         return None;
     }
     raw.iter().position(|&b| b == b'\n').map(|nl| &raw[nl + 1..])
+}
+
+/// What the policy needs from a manifest record: its children (an index's `manifests`), subject, push time and
+/// whether the collector already marked it.
+fn manifest_facts(raw: &[u8]) -> ManifestFacts {
+    let Ok(record) = super::manifests::decode_record(Bytes::copy_from_slice(raw)) else { return ManifestFacts::default() };
+    let mut children = Vec::new();
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&record.bytes) {
+        for item in v.get("manifests").and_then(|m| m.as_array()).into_iter().flatten() {
+            if let Some(d) = item.get("digest").and_then(|d| d.as_str()).and_then(|d| Digest::parse(d).ok()) {
+                children.push(d.to_string());
+            }
+        }
+    }
+    ManifestFacts {
+        children,
+        subject: record.header.subject.map(|s| s.to_string()),
+        pushed: record.header.pushed,
+        marked: record.header.gc.is_some(),
+    }
+}
+
+/// The manifest digest a tag's value points at (a record copy's header, or a bare digest from older data).
+fn tag_digest(raw: &[u8]) -> Option<String> {
+    if raw.first() == Some(&b'{') {
+        let record = super::manifests::decode_record(Bytes::copy_from_slice(raw)).ok()?;
+        return record.header.digest.map(|d| d.to_string());
+    }
+    let s = std::str::from_utf8(raw).ok()?;
+    Digest::parse(s.trim()).ok().map(|d| d.to_string())
 }
 
 /// `<alg>/<hex>` (a key's tail) as a digest string.
@@ -250,6 +344,10 @@ impl Registry {
                     cursor: None,
                     referenced: BTreeSet::new(),
                     linked: BTreeSet::new(),
+                    facts: BTreeMap::new(),
+                    tagged: BTreeSet::new(),
+                    doomed: BTreeSet::new(),
+                    revive: BTreeSet::new(),
                     report,
                     lease: None,
                 };
@@ -330,8 +428,21 @@ impl Registry {
                     let page = self.meta.list(&prefix, state.cursor.as_deref(), page_size(slice)).await?;
                     slice.spend(1);
                     if page.is_empty() {
-                        state.phase = if state.phase == Phase::MarkManifests { Phase::MarkTags } else { Phase::SweepLinks };
                         state.cursor = None;
+                        state.phase = match state.phase {
+                            Phase::MarkManifests => Phase::MarkTags,
+                            _ => match options.untagged_after_secs {
+                                Some(after) => {
+                                    let kept = kept_manifests(&state.facts, &state.tagged, self.env.now_unix(), after);
+                                    state.doomed = state.facts.keys().filter(|d| !kept.contains(*d)).cloned().collect();
+                                    state.revive = state.facts.iter().filter(|(d, f)| f.marked && kept.contains(*d)).map(|(d, _)| d.clone()).collect();
+                                    state.facts.clear();
+                                    state.tagged.clear();
+                                    Phase::SweepManifests
+                                }
+                                None => Phase::SweepLinks,
+                            },
+                        };
                         continue;
                     }
                     for key in page {
@@ -341,19 +452,47 @@ impl Registry {
                         let raw = self.meta.get(&key).await?;
                         slice.spend(1);
                         if let Some(raw) = raw {
-                            match record_bytes(&raw) {
-                                Some(bytes) => referenced_digests(bytes, &mut state.referenced),
-                                // A tag from before tags held record copies: its manifest is kept anyway.
-                                None => {}
+                            if let Some(bytes) = record_bytes(&raw) {
+                                referenced_digests(bytes, &mut state.referenced);
                             }
+                            // (A tag from before tags held record copies names its manifest, which is kept anyway.)
                             if state.phase == Phase::MarkManifests {
                                 state.report.manifests_marked += 1;
+                                if options.untagged_after_secs.is_some() {
+                                    if let Some(digest) = key.strip_prefix(&prefix).and_then(digest_of_tail) {
+                                        state.facts.insert(digest, manifest_facts(&raw));
+                                    }
+                                }
                             } else {
                                 state.report.tags_marked += 1;
+                                if options.untagged_after_secs.is_some() {
+                                    if let Some(digest) = tag_digest(&raw) {
+                                        state.tagged.insert(digest);
+                                    }
+                                }
                             }
                         }
                         state.cursor = Some(key);
                     }
+                }
+                Phase::SweepManifests => {
+                    let name = self.gc_repository(state)?;
+                    let next = state
+                        .doomed
+                        .iter()
+                        .chain(state.revive.iter())
+                        .filter(|d| state.cursor.as_ref().is_none_or(|c| *d > c))
+                        .min()
+                        .cloned();
+                    let Some(digest) = next else {
+                        state.doomed.clear();
+                        state.revive.clear();
+                        state.phase = Phase::SweepLinks;
+                        state.cursor = None;
+                        continue;
+                    };
+                    self.gc_manifest(state, options, slice, &name, &digest).await?;
+                    state.cursor = Some(digest);
                 }
                 Phase::SweepLinks => {
                     let name = self.gc_repository(state)?;
@@ -399,6 +538,54 @@ impl Registry {
     fn gc_repository(&self, state: &GcState) -> Result<RepositoryName> {
         let name = state.repository.as_deref().ok_or_else(|| Error::storage("gc state without a repository"))?;
         RepositoryName::parse(name).map_err(|_| Error::storage(format!("gc state names an invalid repository {name:?}")))
+    }
+
+    /// Carry out the policy's verdict on one manifest of the repository being collected: mark it, delete it (a mark
+    /// from an earlier cycle, older than the grace period), or clear the mark of one that is kept again. Every change
+    /// is conditional on the version read, so a push that rewrote the record (a tag PUT) or revived it (an index PUT
+    /// naming it) meanwhile wins.
+    async fn gc_manifest(&self, state: &mut GcState, options: &GcOptions, slice: &mut Slice, name: &RepositoryName, digest: &str) -> Result<()> {
+        let now = self.env.now_unix();
+        let Ok(parsed) = Digest::parse(digest) else { return Ok(()) };
+        let key = keys::manifest(name, &parsed);
+        slice.spend(1);
+        let Some(v) = self.meta.get_versioned(&key).await? else { return Ok(()) };
+        let mut record = super::manifests::decode_record(v.value)?;
+        if state.revive.contains(digest) {
+            if record.header.gc.is_some() && !options.dry_run {
+                record.header.gc = None;
+                slice.spend(1);
+                let live = super::manifests::encode_record(&record.header, &record.bytes)?;
+                self.meta.put_if(&key, live, &Precondition::Version(v.version)).await?;
+            }
+            return Ok(());
+        }
+        if options.dry_run {
+            state.report.manifests_deleted += 1;
+            return Ok(());
+        }
+        match &record.header.gc {
+            Some(t) if t.cycle < state.cycle && t.at.saturating_add(options.grace_secs) <= now => {
+                slice.spend(1);
+                if self.meta.delete_if(&key, &v.version).await? {
+                    state.report.manifests_deleted += 1;
+                    if let Some(subject) = &record.header.subject {
+                        slice.spend(1);
+                        self.meta.delete(&keys::referrer(name, subject, &parsed)).await?;
+                    }
+                }
+            }
+            Some(_) => {}
+            None => {
+                record.header.gc = Some(Tombstone { cycle: state.cycle, at: now, deleting: false });
+                slice.spend(1);
+                let marked = super::manifests::encode_record(&record.header, &record.bytes)?;
+                if self.meta.put_if(&key, marked, &Precondition::Version(v.version)).await?.is_some() {
+                    state.report.manifests_tombstoned += 1;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Sweep one blob link of the repository being collected.

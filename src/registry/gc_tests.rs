@@ -68,7 +68,7 @@ fn manifest(blobs: &[&[u8]]) -> Vec<u8> {
     .unwrap()
 }
 
-const GRACE0: GcOptions = GcOptions { grace_secs: 0, dry_run: false, max_calls: u64::MAX };
+const GRACE0: GcOptions = GcOptions { grace_secs: 0, dry_run: false, max_calls: u64::MAX, untagged_after_secs: None };
 
 impl Fixture {
     fn new() -> Self {
@@ -241,7 +241,7 @@ fn small_slices_reach_the_same_result() {
     for (repo, d, _, _) in digests.iter().step_by(2) {
         assert_eq!(f.status(Method::DELETE, &format!("/v2/{repo}/manifests/{d}")), StatusCode::ACCEPTED);
     }
-    let small = GcOptions { grace_secs: 0, dry_run: false, max_calls: 12 };
+    let small = GcOptions { grace_secs: 0, dry_run: false, max_calls: 12, untagged_after_secs: None };
     let mut slices = 0;
     for _ in 0..3 {
         let before = f.plan.calls();
@@ -266,7 +266,7 @@ fn a_dry_run_reports_and_changes_nothing() {
     let d = f.push_image("r", "v1", &[b"cfg", b"layer"]);
     assert_eq!(f.status(Method::DELETE, &format!("/v2/r/manifests/{d}")), StatusCode::ACCEPTED);
     let keys_before = f.objects.keys();
-    let r = f.gc_with(&GcOptions { grace_secs: 0, dry_run: true, max_calls: u64::MAX });
+    let r = f.gc_with(&GcOptions { grace_secs: 0, dry_run: true, max_calls: u64::MAX, untagged_after_secs: None });
     assert_eq!((r.links_deleted, r.blobs_deleted, r.bytes_reclaimed), (2, 2, 8));
     assert_eq!(f.objects.keys(), keys_before);
     assert!(block_on(f.reg.gc_last_report()).unwrap().is_none());
@@ -278,7 +278,7 @@ fn the_grace_period_holds_marked_content() {
     let f = Fixture::new();
     let d = f.push_image("r", "v1", &[b"cfg", b"layer"]);
     assert_eq!(f.status(Method::DELETE, &format!("/v2/r/manifests/{d}")), StatusCode::ACCEPTED);
-    let hour = GcOptions { grace_secs: 3600, dry_run: false, max_calls: u64::MAX };
+    let hour = GcOptions { grace_secs: 3600, dry_run: false, max_calls: u64::MAX, untagged_after_secs: None };
     f.gc_with(&hour);
     assert_eq!(f.gc_with(&hour).links_deleted, 0);
     f.env.now.set(f.env.now.get() + 3600);
@@ -323,7 +323,13 @@ fn randomized_run(seed: u64) {
         let repo = repos[rng.below(3) as usize];
         let tag = format!("t{}", rng.below(4));
         let action = rng.below(10);
-        let gc_options = GcOptions { grace_secs: 0, dry_run: false, max_calls: 6 + rng.below(20) };
+        let gc_options = GcOptions {
+            grace_secs: 0,
+            dry_run: false,
+            max_calls: 6 + rng.below(20),
+            // Every other seed also collects untagged manifests at once (the strictest policy).
+            untagged_after_secs: (seed % 2 == 0).then_some(0),
+        };
         let client = async {
             match action {
                 0..=5 => {
@@ -400,10 +406,12 @@ fn randomized_run(seed: u64) {
             _ => {}
         }
     }
-    // Collection keeps running to the end (one cycle to finish the one in progress, then mark, unlink, delete), then
-    // every expected tag pulls intact.
-    for _ in 0..4 {
-        let r = f.gc();
+    // Collection keeps running to the end (one cycle to finish the one in progress; with the untagged policy a
+    // manifest is marked, then deleted; then its links marked, deleted; then its blobs marked, deleted), then every
+    // expected tag pulls intact.
+    let finish = GcOptions { untagged_after_secs: (seed % 2 == 0).then_some(0), ..GRACE0 };
+    for _ in 0..6 {
+        let r = f.gc_with(&finish);
         if std::env::var("PIER_GC_TRACE").is_ok() {
             println!("final cycle {r:?}");
         }
@@ -445,4 +453,114 @@ fn randomized_run(seed: u64) {
             panic!("seed {seed}: {key} is stored but nothing references it; metadata: {dump:#?}");
         }
     }
+}
+
+fn index(children: &[&[u8]]) -> Vec<u8> {
+    let d = |m: &[u8]| serde_json::json!({ "mediaType": OCI_MANIFEST, "digest": Algorithm::Sha256.digest(m).to_string(), "size": m.len() });
+    serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": children.iter().map(|c| d(c)).collect::<Vec<_>>(),
+    }))
+    .unwrap()
+}
+
+fn put(f: &Fixture, repo: &str, reference: &str, body: Vec<u8>, media_type: &str) -> StatusCode {
+    let mut r = request(Method::PUT, &format!("/v2/{repo}/manifests/{reference}"), body);
+    r.headers_mut().insert("content-type", media_type.parse().unwrap());
+    f.send(r).status()
+}
+
+#[test]
+fn the_untagged_policy_collects_old_untagged_manifests_and_what_only_they_reach() {
+    let f = Fixture::new();
+    let day = 86_400;
+    let policy = GcOptions { untagged_after_secs: Some(day), ..GRACE0 };
+    let (cfg, old_layer, new_layer, child_layer) = (b"cfg".as_slice(), b"old layer".as_slice(), b"new layer".as_slice(), b"child layer".as_slice());
+    let old = f.push_image("r", "latest", &[cfg, old_layer]);
+    // A child manifest pushed by digest and an index tagged over it; a signature on the index.
+    f.push_blob("r", child_layer);
+    let child = manifest(&[cfg, child_layer]);
+    let child_digest = Algorithm::Sha256.digest(&child).to_string();
+    assert_eq!(put(&f, "r", &child_digest, child.clone(), OCI_MANIFEST), StatusCode::CREATED);
+    let idx = index(&[&child]);
+    assert_eq!(put(&f, "r", "multi", idx, "application/vnd.oci.image.index.v1+json"), StatusCode::CREATED);
+    // `latest` moves on: the old manifest is untagged from now on.
+    f.env.now.set(f.env.now.get() + 10);
+    f.push_image("r", "latest", &[cfg, new_layer]);
+    // Young: nothing goes.
+    for _ in 0..3 {
+        assert_eq!(f.gc_with(&policy).manifests_deleted, 0);
+    }
+    f.env.now.set(f.env.now.get() + 2 * day);
+    let mut deleted = 0;
+    for _ in 0..6 {
+        deleted += f.gc_with(&policy).manifests_deleted;
+    }
+    assert_eq!(deleted, 1, "only the old untagged manifest goes");
+    assert_eq!(f.status(Method::GET, &format!("/v2/r/manifests/{old}")), StatusCode::NOT_FOUND);
+    assert!(!f.has_bytes(old_layer), "its own layer went with it");
+    assert!(f.has_bytes(cfg) && f.has_bytes(new_layer) && f.has_bytes(child_layer));
+    assert!(f.pulls("r", "latest", &[cfg, new_layer]));
+    assert_eq!(f.status(Method::GET, &format!("/v2/r/manifests/{child_digest}")), StatusCode::OK, "an index's child is kept");
+}
+
+#[test]
+fn an_index_pushed_over_a_marked_child_revives_it() {
+    let f = Fixture::new();
+    let policy = GcOptions { untagged_after_secs: Some(0), ..GRACE0 };
+    let (cfg, layer) = (b"cfg".as_slice(), b"layer".as_slice());
+    f.push_blob("r", cfg);
+    f.push_blob("r", layer);
+    let child = manifest(&[cfg, layer]);
+    let child_digest = Algorithm::Sha256.digest(&child).to_string();
+    assert_eq!(put(&f, "r", &child_digest, child.clone(), OCI_MANIFEST), StatusCode::CREATED);
+    f.env.now.set(f.env.now.get() + 1);
+    assert_eq!(f.gc_with(&policy).manifests_tombstoned, 1);
+    // The index arrives while its child is marked: the push revives it, and it stays.
+    assert_eq!(put(&f, "r", "multi", index(&[&child]), "application/vnd.oci.image.index.v1+json"), StatusCode::CREATED);
+    for _ in 0..4 {
+        assert_eq!(f.gc_with(&policy).manifests_deleted, 0);
+    }
+    assert!(f.pulls("r", &child_digest, &[cfg, layer]));
+    // Once the child is gone, an index naming it is refused.
+    let lone = manifest(&[cfg]);
+    let lone_digest = Algorithm::Sha256.digest(&lone).to_string();
+    assert_eq!(put(&f, "r", &lone_digest, lone.clone(), OCI_MANIFEST), StatusCode::CREATED);
+    f.env.now.set(f.env.now.get() + 1);
+    f.gc_with(&policy);
+    f.gc_with(&policy);
+    assert_eq!(f.status(Method::GET, &format!("/v2/r/manifests/{lone_digest}")), StatusCode::NOT_FOUND);
+    let refused = put(&f, "r", "other", index(&[&lone]), "application/vnd.oci.image.index.v1+json");
+    assert_eq!(refused, StatusCode::BAD_REQUEST);
+}
+
+#[test]
+fn an_index_pushed_between_the_mark_and_the_manifest_sweep_keeps_its_child() {
+    let f = Fixture::new();
+    let (cfg, layer) = (b"cfg".as_slice(), b"layer".as_slice());
+    f.push_blob("r", cfg);
+    f.push_blob("r", layer);
+    let child = manifest(&[cfg, layer]);
+    let child_digest = Algorithm::Sha256.digest(&child).to_string();
+    assert_eq!(put(&f, "r", &child_digest, child.clone(), OCI_MANIFEST), StatusCode::CREATED);
+    f.env.now.set(f.env.now.get() + 1);
+    let policy = GcOptions { untagged_after_secs: Some(0), ..GRACE0 };
+    assert_eq!(f.gc_with(&policy).manifests_tombstoned, 1);
+    // The next cycle, slice by slice, up to the point where its mark is done and its verdict (delete the child) made.
+    let small = GcOptions { max_calls: 8, ..policy.clone() };
+    loop {
+        block_on(f.reg.gc_slice(&small)).unwrap();
+        let state = block_on(f.reg.gc_in_progress()).unwrap();
+        if state["phase"] == "sweep-manifests" {
+            break;
+        }
+        assert!(!state.is_null(), "the cycle ended before its manifest sweep");
+    }
+    // Now the index arrives: its revival of the child must beat the stale verdict.
+    assert_eq!(put(&f, "r", "multi", index(&[&child]), "application/vnd.oci.image.index.v1+json"), StatusCode::CREATED);
+    for _ in 0..4 {
+        f.gc_with(&policy);
+    }
+    assert!(f.pulls("r", &child_digest, &[cfg, layer]), "the index's child was collected");
+    assert_eq!(f.status(Method::GET, "/v2/r/manifests/multi"), StatusCode::OK);
 }

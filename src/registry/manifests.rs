@@ -14,7 +14,7 @@
 //!
 //! Store calls per request, whatever the repository's size (`bounds_tests` counts them): GET/HEAD 1 (2 for a tag
 //! written before tags held a record copy); PUT three reads per referenced blob (the check; the revival of its link
-//! and of its record after the manifest record is written) and one per child manifest, the record, the catalog read, +1 with a subject, +2 by tag, +2
+//! and of its record after the manifest record is written) and two per child manifest (the check and the revival), the record, the catalog read, +1 with a subject, +2 by tag, +2
 //! for a new repository; DELETE by tag 2; DELETE by digest 5 +
 //! ⌈e/1000⌉ + 3e for the e reverse-index entries of the manifest (a repository from before the index pays one scan of
 //! its tags on its first such delete).
@@ -40,6 +40,12 @@ pub(crate) struct RecordHeader {
     /// The record's own digest (needed where the record is read through a tag).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<Digest>,
+    /// When it was last pushed (Unix seconds); absent in records from before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed: Option<u64>,
+    /// Garbage collection's mark: untagged and older than the policy allows (see `gc`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gc: Option<super::blobs::Tombstone>,
 }
 
 pub(crate) struct ManifestRecord {
@@ -47,7 +53,7 @@ pub(crate) struct ManifestRecord {
     pub bytes: Bytes,
 }
 
-fn encode_record(header: &RecordHeader, bytes: &[u8]) -> Result<Bytes> {
+pub(crate) fn encode_record(header: &RecordHeader, bytes: &[u8]) -> Result<Bytes> {
     let mut out = BytesMut::new();
     out.put_slice(&serde_json::to_vec(header).map_err(|e| Error::storage(e.to_string()))?);
     out.put_u8(b'\n');
@@ -84,7 +90,7 @@ fn parse_existing(reference: &str) -> Result<Reference> {
     })
 }
 
-fn decode_record(raw: Bytes) -> Result<ManifestRecord> {
+pub(crate) fn decode_record(raw: Bytes) -> Result<ManifestRecord> {
     let nl = raw.iter().position(|&b| b == b'\n').ok_or_else(|| Error::storage("corrupt manifest record"))?;
     let header: RecordHeader = serde_json::from_slice(&raw[..nl]).map_err(|e| Error::storage(format!("corrupt manifest record: {e}")))?;
     Ok(ManifestRecord { header, bytes: raw.slice(nl + 1..) })
@@ -174,6 +180,8 @@ impl Registry {
             media_type: info.media_type.clone(),
             subject: info.subject.as_ref().map(|s| s.digest.clone()),
             digest: Some(digest.clone()),
+            pushed: Some(self.env.now_unix()),
+            gc: None,
         };
         let record = encode_record(&header_line, &bytes)?;
         let record_key = keys::manifest(name, &digest);
@@ -194,6 +202,16 @@ impl Registry {
                     self.meta.delete(&record_key).await?;
                 }
                 return Err(Error::new(ErrorCode::ManifestBlobUnknown).with_detail(referenced.digest.to_string()));
+            }
+        }
+        // An index's children likewise: a child the collector marked (untagged and old) is revived, one it deleted
+        // makes the push fail.
+        for child in &info.manifests {
+            if !self.revive_manifest(name, &child.digest).await? {
+                if created {
+                    self.meta.delete(&record_key).await?;
+                }
+                return Err(Error::new(ErrorCode::ManifestBlobUnknown).with_detail(child.digest.to_string()));
             }
         }
         if let Some(subject) = &info.subject {
@@ -231,6 +249,25 @@ impl Registry {
             reply = reply.header("oci-subject", subject.digest.to_string());
         }
         Ok(reply)
+    }
+
+    /// Clear the collector's mark from a manifest record by compare-and-swap (see [`Registry::revive`]): `false` when
+    /// the record is gone.
+    pub(crate) async fn revive_manifest(&self, name: &RepositoryName, digest: &Digest) -> Result<bool> {
+        let key = keys::manifest(name, digest);
+        for _ in 0..4 {
+            let Some(v) = self.meta.get_versioned(&key).await? else { return Ok(false) };
+            let mut record = decode_record(v.value)?;
+            if record.header.gc.is_none() {
+                return Ok(true);
+            }
+            record.header.gc = None;
+            let live = encode_record(&record.header, &record.bytes)?;
+            if self.meta.put_if(&key, live, &Precondition::Version(v.version)).await?.is_some() {
+                return Ok(true);
+            }
+        }
+        Err(Error::storage(format!("{key} kept changing while it was revived")))
     }
 
     /// Remove `tag` if it still points at `digest`: conditionally on the version read, so a tag moved to another
