@@ -45,6 +45,8 @@ pub struct Config {
     /// Manifests no tag reaches are collected once older than this (`PIER_GC_UNTAGGED_AFTER`, e.g. `7d`); `None`
     /// (the default) keeps every manifest.
     pub gc_untagged_after_secs: Option<u64>,
+    /// The pull-through cache's upstreams (`REGISTRY_PROXY_REMOTEURL`, `PIER_PROXY_UPSTREAMS`); `None`: no mirror.
+    pub mirror: Option<crate::registry::mirror::MirrorConfig>,
     /// Webhook endpoints and event settings (`REGISTRY_NOTIFICATIONS_*`, see [`crate::notifications`]).
     pub notifications: NotificationsConfig,
 }
@@ -64,6 +66,7 @@ impl Default for Config {
             gc_grace_secs: crate::registry::gc::DEFAULT_GRACE_SECS,
             gc_interval_secs: None,
             gc_untagged_after_secs: None,
+            mirror: None,
             notifications: NotificationsConfig::default(),
         }
     }
@@ -263,6 +266,7 @@ impl Config {
         if let Some(v) = lookup("PIER_GC_UNTAGGED_AFTER") {
             c.gc_untagged_after_secs = Some(parse_duration_secs("PIER_GC_UNTAGGED_AFTER", &v)?);
         }
+        c.mirror = crate::registry::mirror::MirrorConfig::from_lookup(&lookup)?;
         c.auth = AuthConfig::from_lookup(&lookup)?;
         c.notifications = NotificationsConfig::from_lookup(&lookup)?;
         Ok(c)

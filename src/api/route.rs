@@ -25,6 +25,21 @@ pub enum Route {
     Referrers { name: RepositoryName, digest: String },
 }
 
+impl Route {
+    /// The repository the route is about, if any.
+    pub fn repository(&self) -> Option<&RepositoryName> {
+        match self {
+            Route::Base | Route::Catalog => None,
+            Route::TagsList { name }
+            | Route::Manifest { name, .. }
+            | Route::Blob { name, .. }
+            | Route::UploadStart { name }
+            | Route::Upload { name, .. }
+            | Route::Referrers { name, .. } => Some(name),
+        }
+    }
+}
+
 /// Map a path onto a route. `NOT_FOUND` for paths outside the API, `NAME_INVALID` for a bad repository name.
 pub fn route(path: &str) -> Result<Route> {
     let not_found = || Error::new(ErrorCode::NotFound).with_detail(path.chars().take(200).collect::<String>());

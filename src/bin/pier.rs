@@ -209,8 +209,11 @@ fn check_settings_without_effect(settings: &Settings, config: &Config) -> Result
             }
         }
     }
-    if settings.get("REGISTRY_PROXY_REMOTEURL").is_some() {
-        settings.warn("proxy.remoteurl (REGISTRY_PROXY_REMOTEURL): a pull-through cache is not supported yet; Pier serves only what is pushed to it");
+    if let Some(mirror) = &config.mirror {
+        for up in &mirror.upstreams {
+            let names = if up.prefix.is_empty() { "every repository".to_string() } else { format!("repositories under {}/", up.prefix) };
+            eprintln!("pier: pull-through cache: {names} mirrored from {} (pull-only; tags revalidated after {} s)", up.url, mirror.tag_ttl_secs);
+        }
     }
     let endpoints: Vec<&str> = config.notifications.active().map(|e| e.name.as_str()).collect();
     if !endpoints.is_empty() {

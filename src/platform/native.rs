@@ -175,7 +175,12 @@ pub fn build_registry(storage: &Storage, config: Config, log_format: LogFormat) 
             (objects.clone(), Rc::new(ObjectMetaStore::new(objects, DEFAULT_PREFIX)))
         }
     };
-    Ok(Registry::new(objects, meta, config, Rc::new(NativeEnvironment::new(log_format))))
+    let mirrored = config.mirror.is_some();
+    let registry = Registry::new(objects, meta, config, Rc::new(NativeEnvironment::new(log_format)));
+    if mirrored {
+        return Ok(registry.with_upstream_client(Rc::new(crate::platform::native_http::NativeHttpClient::new()?)));
+    }
+    Ok(registry)
 }
 
 /// The core's body as a hyper body. Not `Send`, like the core's streams; hyper's HTTP/1 connections on a local task

@@ -156,8 +156,10 @@ fn build_registry(env: &Env) -> Result<Registry, Error> {
             "configuration setting PIER_AUTH_TOKEN_SECRET: required with access control on Workers (wrangler secret put PIER_AUTH_TOKEN_SECRET)".into(),
         ));
     }
+    // The pull-through cache fetches its upstreams with `fetch`.
+    let with_mirror = |r: Registry| if r.config().mirror.is_some() { r.with_upstream_client(Rc::new(WorkersHttpClient)) } else { r };
     if let Some((objects, meta)) = configured_stores(env)? {
-        return Ok(Registry::new(objects, meta, config, Rc::new(WorkersEnvironment)));
+        return Ok(with_mirror(Registry::new(objects, meta, config, Rc::new(WorkersEnvironment))));
     }
     let bucket = env
         .bucket(BUCKET_BINDING)
@@ -167,12 +169,12 @@ fn build_registry(env: &Env) -> Result<Registry, Error> {
     if let Some(presigner) = r2_presigner(env)? {
         objects = objects.with_presigner(presigner);
     }
-    Ok(Registry::new(
+    Ok(with_mirror(Registry::new(
         Rc::new(objects),
         Rc::new(R2MetaStore::new(meta_bucket, META_PREFIX)),
         config,
         Rc::new(WorkersEnvironment),
-    ))
+    )))
 }
 
 fn into_core(mut req: worker::Request) -> Result<Request, Error> {

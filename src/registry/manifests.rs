@@ -46,6 +46,9 @@ pub(crate) struct RecordHeader {
     /// Garbage collection's mark: untagged and older than the policy allows (see `gc`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gc: Option<super::blobs::Tombstone>,
+    /// When a mirrored manifest was last fetched or revalidated from its upstream (see `mirror`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetched: Option<u64>,
 }
 
 pub(crate) struct ManifestRecord {
@@ -182,6 +185,7 @@ impl Registry {
             digest: Some(digest.clone()),
             pushed: Some(self.env.now_unix()),
             gc: None,
+            fetched: None,
         };
         let record = encode_record(&header_line, &bytes)?;
         let record_key = keys::manifest(name, &digest);

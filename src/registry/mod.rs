@@ -16,6 +16,7 @@ mod usage;
 mod health;
 pub mod keys;
 mod manifests;
+pub mod mirror;
 pub mod request_log;
 #[cfg(test)]
 mod bounds_tests;
@@ -85,6 +86,9 @@ pub struct Registry {
     config: Config,
     env: Rc<dyn Environment>,
     auth: Option<Authorizer>,
+    /// Outbound HTTP for the pull-through cache (see `mirror`), when the platform gives one.
+    upstream_http: Option<Rc<dyn crate::storage::http::HttpClient>>,
+    upstream_tokens: mirror::TokenCache,
 }
 
 /// Decoded query parameters (first value wins).
@@ -119,7 +123,14 @@ impl Registry {
             let verifier = env.clone();
             Authorizer::new(a, Secret::new(key)).with_password_check(Rc::new(move |hash, password| verifier.verify_password(hash, password)))
         });
-        Registry { objects, meta, config, env, auth }
+        Registry { objects, meta, config, env, auth, upstream_http: None, upstream_tokens: mirror::TokenCache::default() }
+    }
+
+    /// Give the registry an outbound HTTP client for the pull-through cache (`REGISTRY_PROXY_REMOTEURL`,
+    /// `PIER_PROXY_UPSTREAMS`).
+    pub fn with_upstream_client(mut self, http: Rc<dyn crate::storage::http::HttpClient>) -> Self {
+        self.upstream_http = Some(http);
+        self
     }
 
     /// The configuration in force.
@@ -212,6 +223,20 @@ impl Registry {
         let method = parts.method.clone();
         let headers = &parts.headers;
         let head = method == Method::HEAD;
+        // A mirrored repository: manifests and blobs come through the pull-through cache, writes are refused; tag
+        // lists and referrers show what is cached.
+        if let Some((up, repo)) = self.config.mirror.as_ref().and_then(|m| route.repository().and_then(|n| m.route(n.as_str()))) {
+            if is_write(&method) {
+                let mut body = body;
+                body.drain(AUTH_DRAIN_LIMIT).await;
+                return Err(Error::msg(ErrorCode::Unsupported, "this repository is a mirror of an upstream registry: it is pull-only"));
+            }
+            match (&route, head) {
+                (Route::Manifest { name, reference }, _) => return self.mirrored_manifest(name, up, &repo, reference, head).await,
+                (Route::Blob { name, digest }, _) => return self.mirrored_blob(name, up, &repo, digest, headers, head).await,
+                _ => {}
+            }
+        }
         match (route, method) {
             (Route::Base, Method::GET | Method::HEAD) => Ok(Reply::json(StatusCode::OK, &serde_json::json!({}))),
             (Route::Catalog, Method::GET | Method::HEAD) => self.catalog(&query).await,

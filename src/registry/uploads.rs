@@ -612,23 +612,12 @@ impl Registry {
                 Ok(d) => d,
                 Err(e) => return Err(refuse(body, e).await),
             };
-            let mut session = self.new_session(name);
+            let session = self.new_session(name);
             let expected = match announced_length(headers, name, &session) {
                 Ok(n) => n,
                 Err(e) => return Err(refuse(body, e).await),
             };
-            let token = crate::spec::digest::to_hex(&self.env.random_bytes());
-            session.claim = new_claim(&token, self.env.now_unix());
-            let mut writer = Writer::open(self, name, session, None, token).await?;
-            if let Err(e) = writer.write(body, expected).await {
-                self.discard(&writer.session).await;
-                return Err(e);
-            }
-            let session = writer.session.clone();
-            if let Err(e) = writer.finish(name, &digest, false, self.env.now_unix()).await {
-                self.discard(&session).await;
-                return Err(e);
-            }
+            self.store_blob(name, &digest, body, expected).await?;
             return Ok(blob_created(name, &digest));
         }
         let session = self.new_session(name);
@@ -637,6 +626,26 @@ impl Registry {
             return Err(Error::storage("a new upload session id is already in use"));
         }
         Ok(session_reply(StatusCode::ACCEPTED, name, &session))
+    }
+
+    /// Store `body` as blob `digest` of `name` in one go (a single-shot upload, a mirrored blob): streamed through
+    /// a session that is saved only if the body needs a multipart upload, verified, then linked. Nothing is linked
+    /// or recorded unless the bytes hash to `digest` (and are `expected` long, when given).
+    pub(super) async fn store_blob(&self, name: &RepositoryName, digest: &Digest, body: Body, expected: Option<u64>) -> Result<()> {
+        let mut session = self.new_session(name);
+        let token = crate::spec::digest::to_hex(&self.env.random_bytes());
+        session.claim = new_claim(&token, self.env.now_unix());
+        let mut writer = Writer::open(self, name, session, None, token).await?;
+        if let Err(e) = writer.write(body, expected).await {
+            self.discard(&writer.session).await;
+            return Err(e);
+        }
+        let session = writer.session.clone();
+        if let Err(e) = writer.finish(name, digest, false, self.env.now_unix()).await {
+            self.discard(&session).await;
+            return Err(e);
+        }
+        Ok(())
     }
 
     pub(super) async fn upload_status(&self, name: &RepositoryName, id: &str) -> Result<Reply> {
