@@ -188,6 +188,24 @@ def registry():
         yield reg
 
 
+@pytest.fixture(scope="session")
+def gc_registry():
+    """A registry of its own for the garbage-collection tests: a collection cycle reads the whole registry, so on the
+    shared one it would cost as much as everything the other suites pushed. PIER_TEST_GC_URL names one (the test
+    scripts start a fresh instance per backend); without it one is started here, unless PIER_TEST_URL says the suite
+    runs against someone else's server, which is then skipped."""
+    url = os.environ.get("PIER_TEST_GC_URL")
+    if url:
+        url = url.rstrip("/")
+        _wait_ready(url)
+        yield Registry(url=url, host=re.sub(r"^https?://", "", url))
+        return
+    if os.environ.get("PIER_TEST_URL"):
+        pytest.skip("garbage-collection tests need a registry of their own: set PIER_TEST_GC_URL")
+    with _pier_server(prefix="pier-clients-gc-server-") as reg:
+        yield reg
+
+
 # Users of the access-control registry (`auth_registry`): alice may pull and push under clients/, reader may only
 # pull there; anonymous may pull under clients/public/.
 # The same users and passwords as tests/http_auth.rs, so one external server (PIER_TEST_AUTH_URL) serves both.
@@ -393,6 +411,19 @@ def _make_clients(registry, client_home):
 def clients(registry, _client_home):
     """Client runner for one test, with a fresh working directory removed afterwards."""
     with _make_clients(registry, _client_home) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def _gc_client_home(gc_registry):
+    with _make_client_home(gc_registry) as home:
+        yield home
+
+
+@pytest.fixture
+def gc_clients(gc_registry, _gc_client_home):
+    """Client runner against the garbage-collection tests' own registry (`gc_registry`)."""
+    with _make_clients(gc_registry, _gc_client_home) as c:
         yield c
 
 

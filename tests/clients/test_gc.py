@@ -1,4 +1,5 @@
-"""Garbage collection on every target, driven through the admin endpoint a scheduler calls (`POST /admin/gc`).
+"""Garbage collection on every target, driven through the admin endpoint a scheduler calls (`POST /admin/gc`), on a
+registry of its own (`gc_registry`: a cycle reads the whole registry).
 
 Images that share layers are pushed with skopeo (the second repository gets its blobs by cross-repository mount),
 some are deleted, and collection cycles run with no grace period. Afterwards the deleted image's own blobs are gone
@@ -60,7 +61,8 @@ def stored_blob_files(registry) -> set[str] | None:
     return {f"sha256:{p.name}" for p in d.iterdir() if re.fullmatch(r"[0-9a-f]{64}", p.name)}
 
 
-def test_gc_shared_layers(clients, registry, repo):
+def test_gc_shared_layers(gc_clients, gc_registry, repo):
+    clients, registry = gc_clients, gc_registry
     a = make_single_arch(str(clients.tmp / "a"), "v1", layer_sizes=(32 * 1024, 48 * 1024))
     b = make_single_arch(str(clients.tmp / "b"), "v1", layer_sizes=(16 * 1024,))
     first, second = repo("a"), repo("b")
@@ -120,7 +122,8 @@ def _manifest(blobs: list[bytes]) -> bytes:
                        "config": d(blobs[0]), "layers": [d(b) for b in blobs[1:]]}).encode()
 
 
-def test_gc_during_pushes(registry, repo):
+def test_gc_during_pushes(gc_registry, repo):
+    registry = gc_registry
     rng = random.Random(7)
     names = [repo(f"r{i}") for i in range(3)]
     pool = [f"shared layer {i} ".encode() * 300 for i in range(5)]
