@@ -13,6 +13,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use std::time::Duration;
 
+/// Longest wait for a response's headers.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest pause within a response body.
+const BODY_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A pooled HTTP/1.1 client for storage services.
 pub struct NativeHttpClient {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
@@ -51,10 +56,10 @@ impl HttpClient for NativeHttpClient {
         let request = builder
             .body(Full::new(req.body))
             .map_err(|e| Error::storage(format!("storage request to {host}: {e}")))?;
-        let response = self
-            .client
-            .request(request)
+        // A service that never answers (or a mirror's upstream that hangs) must not hold a request forever.
+        let response = tokio::time::timeout(RESPONSE_TIMEOUT, self.client.request(request))
             .await
+            .map_err(|_| Error::storage(format!("request to {host}: no response within {} s", RESPONSE_TIMEOUT.as_secs())))?
             .map_err(|e| Error::storage(format!("storage request to {host}: {e:?}")))?;
         let (parts, incoming) = response.into_parts();
         let headers = parts
@@ -62,13 +67,22 @@ impl HttpClient for NativeHttpClient {
             .iter()
             .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
             .collect();
-        let body = BodyStream::new(incoming).filter_map(move |frame| {
+        let frames = BodyStream::new(incoming).filter_map(move |frame| {
             let host = host.clone();
             async move {
                 match frame {
                     Ok(f) => f.into_data().ok().map(Ok),
                     Err(e) => Some(Err(Error::storage(format!("storage response from {host}: {e}")))),
                 }
+            }
+        });
+        // A body that stops arriving ends with an error rather than hanging its reader.
+        let body = futures::stream::unfold(Some(Box::pin(frames)), |state| async move {
+            let mut frames = state?;
+            match tokio::time::timeout(BODY_STALL_TIMEOUT, frames.next()).await {
+                Ok(Some(item)) => Some((item, Some(frames))),
+                Ok(None) => None,
+                Err(_) => Some((Err(Error::storage(format!("response body stalled for {} s", BODY_STALL_TIMEOUT.as_secs()))), None)),
             }
         });
         Ok(HttpResponse { status: parts.status.as_u16(), headers, body: Box::pin(body) })

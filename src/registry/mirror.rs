@@ -20,8 +20,9 @@
 //!   passed since it was fetched, and served stale, with a `Warning` header, when the upstream cannot answer.
 //!
 //! First pulls of one blob at the same moment each fetch it; the blob record's create-if-absent keeps one copy.
-//! Left for later: a timeout on upstream calls beyond the platform's own, and collecting cached content nobody pulled
-//! for a while (push times are recorded as `pushed`, fetch times as `fetched`).
+//! Upstream calls time out where the platform's client does: natively 60 s for the answer's headers and 60 s for any
+//! pause in its body; Workers' `fetch` and wasi:http hosts apply their own limits. Left for later: collecting cached
+//! content nobody pulled for a while (fetch times are recorded as `fetched`).
 
 use super::manifests::{decode_record, encode_record, RecordHeader};
 use super::{keys, Registry};
