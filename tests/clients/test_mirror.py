@@ -70,3 +70,53 @@ def test_pull_through_the_mirror_with_skopeo_and_podman(clients, upstream_and_mi
     cp = clients.skopeo("copy", "--dest-tls-verify=false", layout.oci_ref,
                         f"docker://{mirror.host}/docker.io/library/mirrored:v2", check=False)
     assert cp.returncode != 0
+
+
+@pytest.fixture
+def reference_registry(tmp_path):
+    """Debian's docker-registry (distribution 2.8.2, installed by scripts/setup) on a free port."""
+    import shutil
+    import socket
+    import subprocess
+
+    from conftest import _stop, _wait_ready
+
+    if os.environ.get("PIER_TEST_URL"):
+        pytest.skip("starts its own servers")
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        pytest.skip("docker-registry is not installed (scripts/setup installs it)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = tmp_path / "config.yml"
+    config.write_text(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: "
+        f"{tmp_path / 'data'}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n"
+    )
+    log = open(tmp_path / "registry.log", "ab")
+    proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    try:
+        _wait_ready(f"http://127.0.0.1:{port}")
+        yield f"127.0.0.1:{port}", proc
+    finally:
+        _stop(proc)
+        log.close()
+
+
+def test_mirror_of_the_reference_registry_keeps_serving_when_it_stops(clients, reference_registry):
+    upstream_host, upstream_proc = reference_registry
+    layout = make_single_arch(str(clients.tmp / "src"), "v1", layer_sizes=(32 * 1024, 200 * 1024))
+    clients.skopeo("copy", "--dest-tls-verify=false", layout.oci_ref, f"docker://{upstream_host}/team/app:v1")
+    with _pier_server({"REGISTRY_PROXY_REMOTEURL": f"http://{upstream_host}", "PIER_PROXY_TAG_TTL": "0"},
+                      prefix="pier-clients-mirror-") as mirror:
+        for name in ("first", "cached"):
+            out = str(clients.tmp / name)
+            clients.skopeo("copy", "--src-tls-verify=false", f"docker://{mirror.host}/team/app:v1", f"oci:{out}:v1")
+            pulled = layout_blobs(out)
+            for digest, data in layout_blobs(layout.path).items():
+                assert pulled.get(digest) == data, f"{name} pull: {digest} differs through the mirror"
+            if name == "first":
+                # The upstream goes away: what is cached keeps being served (the tag stale).
+                from conftest import _stop
+                _stop(upstream_proc)
