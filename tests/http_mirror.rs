@@ -204,3 +204,61 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
     }
     out
 }
+
+#[test]
+fn a_blob_bigger_than_a_part_streams_through_and_is_cached_once_verified() {
+    if skip_if_external("a_blob_bigger_than_a_part_streams_through_and_is_cached_once_verified") {
+        return;
+    }
+    let upstream = Server::start_with_env(&[], &[]);
+    let layer = random_bytes(unique_seed(), 700 * 1024 + 123);
+    let digest = push_blob(&upstream, "lib/big", &layer);
+    let dir = tempfile::tempdir().unwrap();
+    // Parts of 64 KiB: the 700 KiB layer goes through the tee in eleven parts.
+    let mirror = Server::start_custom(
+        Some(dir.path()),
+        &[("REGISTRY_PROXY_REMOTEURL", &upstream.base), ("PIER_UPLOAD_PART_SIZE", "64KiB"), ("REGISTRY_STORAGE_REDIRECT_DISABLE", "true")],
+        &[],
+    );
+    let first = mirror.get(&format!("/v2/lib/big/blobs/{digest}"));
+    first.expect(200);
+    assert_eq!(sha256(&first.body), digest);
+    let before = upstream_requests(&upstream);
+    let cached = mirror.get(&format!("/v2/lib/big/blobs/{digest}"));
+    cached.expect(200);
+    assert_eq!(cached.body, layer);
+    mirror.head(&format!("/v2/lib/big/blobs/{digest}")).expect(200);
+    assert_eq!(upstream_requests(&upstream), before, "the cached pull went to the upstream: {}", mirror.stderr_text());
+
+    // A lying upstream's big body reaches the client (who checks the digest and refuses it) but is never cached.
+    let liar = lying_upstream_of_size(300 * 1024);
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = Server::start_custom(Some(dir.path()), &[("REGISTRY_PROXY_REMOTEURL", &liar), ("PIER_UPLOAD_PART_SIZE", "64KiB")], &[]);
+    let wanted = sha256(b"what the client asked for");
+    let r = mirror.get(&format!("/v2/lib/big/blobs/{wanted}"));
+    assert_ne!(sha256(&r.body), wanted);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(walk(&dir.path().join("objects")).is_empty(), "unverified bytes were kept: {:?}", walk(&dir.path().join("objects")));
+    assert!(walk(&dir.path().join("meta")).iter().all(|p| !p.contains("_blobs")), "an unverified blob was recorded");
+}
+
+/// Like `lying_upstream`, with a body of `size` bytes.
+fn lying_upstream_of_size(size: usize) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let mut buf = [0u8; 4096];
+            let n = stream.read(&mut buf).unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]).to_string();
+            if head.starts_with("GET /v2/") && head.contains("/blobs/") {
+                let _ = stream.write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n").as_bytes());
+                let _ = stream.write_all(&vec![b'x'; size]);
+            } else {
+                let _ = stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            }
+        }
+    });
+    format!("http://{addr}")
+}

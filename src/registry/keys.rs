@@ -2,7 +2,8 @@
 //!
 //! object store: `blobs/<alg>/<hex>` (blob bytes, content-addressed, shared by repositories),
 //!               `blobs/uploads/<id>` (a multipart upload's bytes; stays the blob's home on stores without rename),
-//!               `_uploads/<id>/tail-…` (the tail of an upload session, shorter than a part).
+//!               `_uploads/<id>/tail-…` (the tail of an upload session, shorter than a part),
+//!               `blobs/mirror/<id>` (a blob the pull-through cache streamed in; its record names the key).
 //! meta store:   `_blobs/<alg>/<hex>` (the blob exists: `{"size":n,"key":…}`, key absent = content address),
 //!               `repositories/<name>/_blobs/<alg>/<hex>` (the blob is part of the repository; same value),
 //!               `repositories/<name>/_manifests/<alg>/<hex>` (manifest record: JSON header line + exact bytes),

@@ -13,9 +13,10 @@
 //!   Upstream 404 stays 404; 429, 5xx and unreachable upstreams are 503 with a message.
 //! - **What is cached, and how it cannot be poisoned.** A manifest is stored under its digest only when its bytes hash
 //!   to it (the requested digest, or the upstream's `Docker-Content-Digest` for a tag) — byte for byte, with the
-//!   upstream's media type. A blob streams from the upstream through the upload machinery (memory bounded by one
-//!   part) and is linked only after its hash verified; a mismatching or truncated body leaves nothing behind. Then
-//!   it is served like any blob (presigned redirect where the backend can). Manifests by digest are immutable; a tag
+//!   upstream's media type. A blob larger than a part streams to the client as it arrives and into storage at once
+//!   (`tee`: one part in memory) and is recorded only if it verifies at the end; a smaller one is fetched whole and
+//!   verified before the client gets a byte (a lying upstream is refused outright). A mismatching or truncated body
+//!   leaves nothing behind. Once cached, a blob is served like any other (presigned redirect where possible). Manifests by digest are immutable; a tag
 //!   is revalidated with a HEAD (Docker Hub counts GETs, not HEADs) once `PIER_PROXY_TAG_TTL` (default 60 s) has
 //!   passed since it was fetched, and served stale, with a `Warning` header, when the upstream cannot answer.
 //!
@@ -419,7 +420,30 @@ impl Registry {
             s => return Err(unavailable(format!("the upstream answered {s}"))),
         }
         let length = resp.header("content-length").and_then(|l| l.trim().parse::<u64>().ok());
-        // Through the upload machinery: hashed as it streams, one part in memory, linked only if it verifies.
+        if length.is_none_or(|n| n > self.config.part_size) && parsed.algorithm() == crate::spec::Algorithm::Sha256 {
+            // A big blob streams to the client as it arrives and into storage at once (see `tee`); it is recorded
+            // only if it verifies at the end.
+            let target = super::tee::TeeTarget {
+                objects: self.objects.clone(),
+                meta: self.meta.clone(),
+                name: name.clone(),
+                digest: parsed.clone(),
+                key: format!("blobs/mirror/{}", crate::spec::digest::to_hex(&self.env.random_bytes())),
+                part_size: self.config.part_size,
+                log: {
+                    let env = self.env.clone();
+                    std::rc::Rc::new(move |m: &str| env.log_error(m))
+                },
+            };
+            let mut headers = vec![(http::header::CONTENT_TYPE, "application/octet-stream".to_string())];
+            if let Some(n) = length {
+                headers.push((http::header::CONTENT_LENGTH, n.to_string()));
+            }
+            let body = Body::Stream(super::tee::Tee::new(resp.body, target, length).into_stream());
+            return Ok(Reply { status: StatusCode::OK, headers, body }.header("docker-content-digest", parsed.to_string()));
+        }
+        // A small one (configs, small layers) is fetched whole through the upload machinery and verified before the
+        // client gets a byte: a lying upstream is refused outright.
         if let Err(e) = self.store_blob(name, &parsed, Body::Stream(resp.body), length).await {
             return Err(match e.code {
                 ErrorCode::DigestInvalid | ErrorCode::BlobUploadInvalid | ErrorCode::SizeInvalid => {

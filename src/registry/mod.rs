@@ -17,6 +17,7 @@ mod health;
 pub mod keys;
 mod manifests;
 pub mod mirror;
+mod tee;
 pub mod request_log;
 #[cfg(test)]
 mod bounds_tests;
