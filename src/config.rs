@@ -44,6 +44,8 @@ pub struct Config {
     pub gc_interval_secs: Option<u64>,
     /// Webhook endpoints and event settings (`REGISTRY_NOTIFICATIONS_*`, see [`crate::notifications`]).
     pub notifications: NotificationsConfig,
+    /// Whether the web UI answers at `/` and `/ui/` (`PIER_UI`, default true; see [`crate::ui`]).
+    pub ui: bool,
 }
 
 impl Default for Config {
@@ -61,6 +63,7 @@ impl Default for Config {
             gc_grace_secs: crate::registry::gc::DEFAULT_GRACE_SECS,
             gc_interval_secs: None,
             notifications: NotificationsConfig::default(),
+            ui: true,
         }
     }
 }
@@ -255,6 +258,9 @@ impl Config {
                 return Err(bad("PIER_GC_INTERVAL", "must be at least 1 second (leave it unset for no schedule)"));
             }
             c.gc_interval_secs = Some(secs);
+        }
+        if let Some(v) = lookup("PIER_UI") {
+            c.ui = parse_bool("PIER_UI", &v)?;
         }
         c.auth = AuthConfig::from_lookup(&lookup)?;
         c.notifications = NotificationsConfig::from_lookup(&lookup)?;
