@@ -103,9 +103,14 @@ pub fn time_tag(unix: Option<u64>, now: u64) -> String {
     }
 }
 
-/// A copy button for `text`, described to screen readers by `what`.
-pub fn copy_button(text: &str, what: &str) -> String {
-    format!("<button type=\"button\" class=\"copy\" data-copy=\"{}\" aria-label=\"Copy {}\">Copy</button>", esc(text), esc(what))
+/// A copy button for `text` showing `label`, described to screen readers as "Copy `what`".
+pub fn copy_button(text: &str, what: &str, label: &str) -> String {
+    format!(
+        "<button type=\"button\" class=\"copy\" data-copy=\"{}\" aria-label=\"Copy {}\">{}</button>",
+        esc(text),
+        esc(what),
+        esc(label)
+    )
 }
 
 /// What the frame around every page shows about who is looking.
@@ -221,7 +226,7 @@ mod tests {
         assert!(html.contains("name=\"csrf\" value=\"tok\""));
         let frame = Frame { user: None, csrf: None, login: false, ..frame };
         assert!(!page(&frame, "").contains("Log in"));
-        assert!(copy_button("docker pull \"x\"", "pull").contains("data-copy=\"docker pull &quot;x&quot;\""));
+        assert!(copy_button("docker pull \"x\"", "pull", "Copy").contains("data-copy=\"docker pull &quot;x&quot;\""));
     }
 
     #[test]

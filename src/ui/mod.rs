@@ -223,7 +223,8 @@ impl Registry {
         let page = self.ui_manifest(&name, &parsed).await?;
         let body = views::manifest(&self.ctx(req), name.as_str(), reference, &page, self.may_delete(&viewer, &name));
         let crumbs = [("Repositories".to_string(), "/".to_string()), (name.to_string(), repo_href(name.as_str()))];
-        let title = format!("{name}:{}", html::short_digest(reference));
+        let separator = if reference.contains(':') { '@' } else { ':' };
+        let title = format!("{name}{separator}{}", html::short_digest(reference));
         Ok(html_reply(StatusCode::OK, html::page(&self.frame(req, &viewer, &title, &crumbs), &body)))
     }
 

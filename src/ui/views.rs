@@ -20,7 +20,7 @@ fn pull_row(label: &str, command: &str) -> String {
         "<div class=\"pull\"><span class=\"muted\">{}</span><code>{}</code>{}</div>",
         esc(label),
         esc(command),
-        copy_button(command, label)
+        copy_button(command, &format!("pull command {label}"), "Copy")
     )
 }
 
@@ -125,7 +125,7 @@ pub fn repository(ctx: &Ctx<'_>, name: &str, page: &TagsPage, can_delete: bool, 
         let _ = write!(
             out,
             "<tr><td><a href=\"{}\"><strong>{}</strong></a></td>\
-             <td data-label=\"Digest\"><code title=\"{}\">{}</code> {}</td>\
+             <td data-label=\"Digest\" class=\"nowrap\"><code title=\"{}\">{}</code> {}</td>\
              <td data-label=\"Type\">{}<br><span class=\"muted mono\">{}</span></td>\
              <td class=\"num\" data-label=\"Size\">{size}</td><td data-label=\"Platforms\">{}</td>\
              <td data-label=\"Pushed\">{}</td><td>{}{delete}</td></tr>",
@@ -133,12 +133,12 @@ pub fn repository(ctx: &Ctx<'_>, name: &str, page: &TagsPage, can_delete: bool, 
             esc(&t.tag),
             esc(&t.digest),
             esc(short_digest(&t.digest)),
-            copy_button(&t.digest, &format!("digest of {}", t.tag)),
+            copy_button(&t.digest, &format!("digest of {}", t.tag), "Copy"),
             esc(&kind(&t.manifest)),
             esc(&t.manifest.media_type),
             platforms_cell(&t.manifest),
             time_tag(t.pushed, ctx.now),
-            copy_button(&pull_tag, &format!("pull command for {}", t.tag)),
+            copy_button(&pull_tag, &format!("pull command for {}", t.tag), "Copy pull"),
         );
     }
     out.push_str("</tbody></table>");
@@ -235,9 +235,10 @@ fn config_section(c: &ImageConfig) -> String {
 pub fn manifest(ctx: &Ctx<'_>, name: &str, reference: &str, page: &ManifestPage, can_delete: bool) -> String {
     let m = &page.manifest;
     let mut out = String::new();
-    let _ = write!(out, "<h1>{}:{}</h1>", esc(name), esc(short_digest(reference)));
+    let separator = if reference.contains(':') { '@' } else { ':' };
+    let _ = write!(out, "<h1>{}{separator}{}</h1>", esc(name), esc(short_digest(reference)));
     out.push_str("<dl class=\"kv\">");
-    let _ = write!(out, "<dt>Digest</dt><dd><code>{}</code> {}</dd>", esc(&page.digest), copy_button(&page.digest, "digest"));
+    let _ = write!(out, "<dt>Digest</dt><dd><code>{}</code> {}</dd>", esc(&page.digest), copy_button(&page.digest, "digest", "Copy"));
     let _ = write!(out, "<dt>Kind</dt><dd>{}</dd>", esc(&kind(m)));
     let _ = write!(out, "<dt>Media type</dt><dd class=\"mono\">{}</dd>", esc(&m.media_type));
     if let Some(size) = m.total_size() {
