@@ -6,8 +6,8 @@
 //! `data-copy` text to the clipboard, and `/` focuses the search box.
 
 /// The stylesheet: system fonts, light and dark palettes (`prefers-color-scheme`), one column that fits a phone.
-pub const STYLE_CSS: &str = r#":root{--bg:#fff;--fg:#1b1f24;--muted:#57606a;--line:#d0d7de;--card:#f6f8fa;--link:#0550ae;--accent:#0969da;--danger:#b3261e;--ok:#1a7f37;--code:#eef1f4}
-@media (prefers-color-scheme:dark){:root{--bg:#0d1117;--fg:#e6edf3;--muted:#9da7b3;--line:#30363d;--card:#161b22;--link:#6cb6ff;--accent:#4493f8;--danger:#ff7b72;--ok:#3fb950;--code:#1f242c}}
+pub const STYLE_CSS: &str = r#":root{--on-accent:#fff;--bg:#fff;--fg:#1b1f24;--muted:#57606a;--line:#d0d7de;--card:#f6f8fa;--link:#0550ae;--accent:#0969da;--danger:#b3261e;--ok:#1a7f37;--code:#eef1f4}
+@media (prefers-color-scheme:dark){:root{--on-accent:#0d1117;--bg:#0d1117;--fg:#e6edf3;--muted:#9da7b3;--line:#30363d;--card:#161b22;--link:#6cb6ff;--accent:#4493f8;--danger:#ff7b72;--ok:#3fb950;--code:#1f242c}}
 *{box-sizing:border-box}
 html{-webkit-text-size-adjust:100%}
 body{margin:0;background:var(--bg);color:var(--fg);font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif}
@@ -35,9 +35,9 @@ pre{background:var(--code);padding:.6rem;border-radius:6px;overflow-x:auto;white
 .search input{flex:1;min-width:0}
 input[type=search],input[type=text],input[type=password]{font:inherit;color:var(--fg);background:var(--bg);border:1px solid var(--muted);border-radius:6px;padding:.45rem .6rem}
 button,.button{font:inherit;cursor:pointer;border:1px solid var(--muted);background:var(--card);color:var(--fg);border-radius:6px;padding:.35rem .7rem;text-decoration:none;display:inline-block}
-button.primary{background:var(--accent);border-color:var(--accent);color:#fff}
+button.primary{background:var(--accent);border-color:var(--accent);color:var(--on-accent)}
 button.danger,.button.danger{color:var(--danger);border-color:var(--danger)}
-button.danger.solid{background:var(--danger);color:#fff}
+button.danger.solid{background:var(--danger);color:var(--on-accent)}
 button.copy{padding:.1rem .5rem;font-size:.8rem}
 .pull{display:flex;flex-wrap:wrap;gap:.4rem;align-items:center;margin:.3rem 0}
 .pull code{flex:1 1 20rem}
