@@ -24,7 +24,7 @@ h2{font-size:1.1rem;margin:1.6rem 0 .6rem}
 table{border-collapse:collapse;width:100%}
 th,td{text-align:left;padding:.45rem .5rem;border-bottom:1px solid var(--line);vertical-align:top;overflow-wrap:anywhere}
 .nowrap{white-space:nowrap}
-th{font-size:.8rem;text-transform:uppercase;letter-spacing:.03em;color:var(--muted)}
+th{font-size:.8rem;text-transform:uppercase;letter-spacing:.03em;color:var(--muted);overflow-wrap:normal;white-space:nowrap}
 td.num,th.num{text-align:right;white-space:nowrap}
 code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.85rem}
 code{background:var(--code);padding:.1rem .3rem;border-radius:4px;overflow-wrap:anywhere}
