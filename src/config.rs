@@ -49,6 +49,8 @@ pub struct Config {
     pub mirror: Option<crate::registry::mirror::MirrorConfig>,
     /// Webhook endpoints and event settings (`REGISTRY_NOTIFICATIONS_*`, see [`crate::notifications`]).
     pub notifications: NotificationsConfig,
+    /// Whether the web UI answers at `/` and `/ui/` (`PIER_UI`, default true; see [`crate::ui`]).
+    pub ui: bool,
 }
 
 impl Default for Config {
@@ -68,6 +70,7 @@ impl Default for Config {
             gc_untagged_after_secs: None,
             mirror: None,
             notifications: NotificationsConfig::default(),
+            ui: true,
         }
     }
 }
@@ -267,6 +270,9 @@ impl Config {
             c.gc_untagged_after_secs = Some(parse_duration_secs("PIER_GC_UNTAGGED_AFTER", &v)?);
         }
         c.mirror = crate::registry::mirror::MirrorConfig::from_lookup(&lookup)?;
+        if let Some(v) = lookup("PIER_UI") {
+            c.ui = parse_bool("PIER_UI", &v)?;
+        }
         c.auth = AuthConfig::from_lookup(&lookup)?;
         c.notifications = NotificationsConfig::from_lookup(&lookup)?;
         Ok(c)

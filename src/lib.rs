@@ -16,6 +16,7 @@ pub mod registry;
 pub mod sign;
 pub mod spec;
 pub mod storage;
+pub mod ui;
 pub mod upload;
 
 pub use error::{Error, ErrorCode};

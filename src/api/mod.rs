@@ -23,6 +23,11 @@ pub type Response = http::Response<Body>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub std::net::IpAddr);
 
+/// The request came over HTTPS: a request extension set by the adapter that knows (the native server's TLS listener,
+/// Workers for an `https://` URL). The web UI marks its cookies `Secure` then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Https;
+
 /// Header every response carries.
 pub const API_VERSION_HEADER: &str = "docker-distribution-api-version";
 /// Its value.

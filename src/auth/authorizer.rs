@@ -34,6 +34,8 @@ use std::rc::Rc;
 pub const TOKEN_PATH: &str = "/token";
 /// Most scopes granted in one token.
 const MAX_SCOPES: usize = 64;
+/// The `access` entry type that marks a web UI session token ([`Authorizer::ui_login`]).
+const UI_SESSION_KIND: &str = "pier-ui";
 /// Largest POST form accepted by the token endpoint.
 const MAX_FORM_BYTES: usize = 16 * 1024;
 
@@ -203,8 +205,9 @@ pub struct RequestInfo<'r> {
     pub client: Option<IpAddr>,
 }
 
-impl RequestInfo<'_> {
-    fn host(&self) -> &str {
+impl<'r> RequestInfo<'r> {
+    /// The Host the client asked for, when it is safe to reflect; `localhost` otherwise.
+    pub fn host(&self) -> &'r str {
         self.headers
             .get(http::header::HOST)
             .and_then(|v| v.to_str().ok())
@@ -213,7 +216,8 @@ impl RequestInfo<'_> {
             .unwrap_or("localhost")
     }
 
-    fn scheme(&self) -> &str {
+    /// `https` when the request came over HTTPS (`X-Forwarded-Proto` from a proxy, or the URI's scheme), else `http`.
+    pub fn scheme(&self) -> &str {
         match self.headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()).map(|s| s.trim().to_ascii_lowercase()) {
             Some(p) if p == "https" => "https",
             Some(p) if p == "http" => "http",
@@ -355,6 +359,56 @@ impl Authorizer {
             }
         }
         Err(Self::denied(&need))
+    }
+
+    /// Check a password typed into the web UI's login form — through the same throttle, credential cache and bcrypt
+    /// as Basic credentials, so a form is no way around the lockout — and on success issue a session token: the same
+    /// HS256 JWT as the token endpoint's, valid for `lifetime` seconds, whose only `access` entry marks it as a UI
+    /// session. That entry grants nothing on `/v2/` (only `repository` and `registry` entries do); what the session
+    /// may see and do follows the rules for its user at each request, so a rule change applies at once.
+    /// `Ok(None)`: wrong user or password; `Err`: 429 while throttled.
+    pub async fn ui_login(
+        &self,
+        req: &RequestInfo<'_>,
+        user: &str,
+        password: &str,
+        now: u64,
+        random: [u8; 16],
+        lifetime: u64,
+    ) -> Result<Option<String>> {
+        if user.is_empty() || !self.check_password(req, user, password, now).await? {
+            return Ok(None);
+        }
+        let claims = Claims {
+            iss: self.config.issuer.clone(),
+            sub: user.to_string(),
+            aud: self.service(req).into(),
+            exp: now.saturating_add(lifetime),
+            nbf: Some(now),
+            iat: Some(now),
+            jti: Some(random.iter().map(|b| format!("{b:02x}")).collect()),
+            access: vec![AccessEntry { kind: UI_SESSION_KIND.into(), name: "session".into(), actions: Vec::new() }],
+        };
+        Ok(Some(token::issue(&claims, &self.secret)))
+    }
+
+    /// What a web UI session token lets its user do, or `None` when it is not a valid, unexpired UI session of this
+    /// registry (a token from the token endpoint is not one: it may have been handed to a CI job with a narrow scope).
+    pub fn ui_session(&self, req: &RequestInfo<'_>, session: &str, now: u64) -> Option<Access<'_>> {
+        let claims = self.verify_token(req, session, now).ok()?;
+        let user = claims.user()?.to_string();
+        claims.access.iter().any(|e| e.kind == UI_SESSION_KIND).then(|| Access { grant: Grant::Rules { rules: &self.config.rules, user: Some(user) } })
+    }
+
+    /// What a request without credentials may do.
+    pub fn anonymous(&self) -> Access<'_> {
+        Access { grant: Grant::Rules { rules: &self.config.rules, user: None } }
+    }
+
+    /// HMAC-SHA256 of `data` under the token secret, for values the registry hands out and must recognise later
+    /// without storing them (the web UI's CSRF tokens).
+    pub fn sign(&self, data: &[u8]) -> [u8; 32] {
+        self.secret.sign(data)
     }
 
     /// Answer a request to [`TOKEN_PATH`].

@@ -33,6 +33,13 @@ impl Secret {
         Secret(bytes.into())
     }
 
+    /// HMAC-SHA256 of `data` under this key (the web UI binds its CSRF tokens to a session with it).
+    pub fn sign(&self, data: &[u8]) -> [u8; 32] {
+        let mut mac = self.mac();
+        mac.update(data);
+        mac.finalize().into_bytes().into()
+    }
+
     fn mac(&self) -> HmacSha256 {
         // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
         match HmacSha256::new_from_slice(&self.0) {

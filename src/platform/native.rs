@@ -13,7 +13,7 @@
 //! Request logs go to stdout, one line per request, as text or JSON ([`LogFormat`]); server errors go to stderr. The
 //! peer address of each connection reaches the core as a [`ClientAddr`] request extension.
 
-use crate::api::{Body, ClientAddr, Request, Response};
+use crate::api::{Body, ClientAddr, Https, Request, Response};
 use crate::auth::htpasswd::BcryptHash;
 use crate::config::{Config, ConfigError};
 use crate::error::{Error, ErrorCode};
@@ -216,10 +216,13 @@ impl hyper::body::Body for HyperBody {
     }
 }
 
-fn into_core(req: hyper::Request<Incoming>, peer: SocketAddr, body_timeout: Duration) -> Request {
+fn into_core(req: hyper::Request<Incoming>, peer: SocketAddr, body_timeout: Duration, https: bool) -> Request {
     let (mut parts, incoming) = req.into_parts();
     // Canonical: a dual-stack listener reports IPv4 clients as `::ffff:a.b.c.d`.
     parts.extensions.insert(ClientAddr(peer.ip().to_canonical()));
+    if https {
+        parts.extensions.insert(Https);
+    }
     let frames = BodyStream::new(incoming).filter_map(|frame| async move {
         match frame {
             Ok(f) => f.into_data().ok().map(Ok),
@@ -297,13 +300,13 @@ const PLAIN_HTTP_ON_TLS_PORT: &[u8] = b"HTTP/1.0 400 Bad Request\r\nContent-Type
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 /// Serve HTTP/1.1 on one connection (plain TCP or TLS) until it closes.
-async fn serve_connection<I>(io: I, registry: Rc<Registry>, peer: SocketAddr, options: ServeOptions)
+async fn serve_connection<I>(io: I, registry: Rc<Registry>, peer: SocketAddr, options: ServeOptions, https: bool)
 where
     I: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let service = service_fn(move |req: hyper::Request<Incoming>| {
         let registry = registry.clone();
-        async move { Ok::<_, Infallible>(into_hyper(registry.handle(into_core(req, peer, options.body_timeout)).await)) }
+        async move { Ok::<_, Infallible>(into_hyper(registry.handle(into_core(req, peer, options.body_timeout, https)).await)) }
     });
     // Connection errors (clients hanging up, a TLS hello on the plain port, a header timeout) concern only that
     // client.
@@ -340,7 +343,7 @@ async fn serve_tls_connection(
     }
     // Failed or slow handshakes (an untrusted certificate on the client's side, a scanner) concern only that client.
     if let Ok(Ok(tls)) = tokio::time::timeout(options.header_timeout, acceptor.accept(stream)).await {
-        serve_connection(tls, registry, peer, options).await;
+        serve_connection(tls, registry, peer, options, true).await;
     }
 }
 
@@ -398,7 +401,7 @@ pub async fn serve(listener: TcpListener, registry: Rc<Registry>, options: Serve
         tokio::task::spawn_local(async move {
             match acceptor {
                 Some(acceptor) => serve_tls_connection(stream, acceptor, registry, peer, options).await,
-                None => serve_connection(stream, registry, peer, options).await,
+                None => serve_connection(stream, registry, peer, options, false).await,
             }
             drop(slot);
         });

@@ -189,6 +189,9 @@ fn into_core(mut req: worker::Request) -> Result<Request, Error> {
     for (name, value) in req.headers().entries() {
         builder = builder.header(name, value);
     }
+    if url.scheme() == "https" {
+        builder = builder.extension(crate::api::Https);
+    }
     // Cloudflare sets this header itself (a client's own value is replaced at the edge).
     if let Some(ip) = req.headers().get("cf-connecting-ip").ok().flatten().and_then(|v| v.trim().parse().ok()) {
         builder = builder.extension(ClientAddr(ip));

@@ -51,6 +51,30 @@ pub(crate) struct RecordHeader {
     pub fetched: Option<u64>,
 }
 
+/// How stale a catalog entry's `pushed` time may get before a push rewrites it: the entry is rewritten at most once
+/// per this many seconds per repository (some stores limit writes per key), so the web UI's "last push" of a
+/// repository is exact to this much.
+pub(crate) const CATALOG_PUSHED_RESOLUTION_SECS: u64 = 60;
+
+/// The value of a repository's catalog entry (`_catalog/<name>`): when it was last pushed to. Entries written before
+/// it was kept are empty and decode to `pushed: None` until the next push.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct CatalogEntry {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed: Option<u64>,
+}
+
+impl CatalogEntry {
+    /// Decode a stored entry; an empty or unreadable one knows nothing (it is advisory, for display only).
+    pub fn decode(raw: &[u8]) -> CatalogEntry {
+        serde_json::from_slice(raw).unwrap_or_default()
+    }
+
+    fn encode(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+    }
+}
+
 pub(crate) struct ManifestRecord {
     pub header: RecordHeader,
     pub bytes: Bytes,
@@ -65,12 +89,12 @@ pub(crate) fn encode_record(header: &RecordHeader, bytes: &[u8]) -> Result<Bytes
 }
 
 /// What a tag's value says: a copy of the record (current format) or just a digest (older data).
-enum TagTarget {
+pub(crate) enum TagTarget {
     Record(Digest, Box<ManifestRecord>),
     Digest(Digest),
 }
 
-fn tag_target(raw: &Bytes) -> Result<TagTarget> {
+pub(crate) fn tag_target(raw: &Bytes) -> Result<TagTarget> {
     if raw.first() == Some(&b'{') {
         let record = decode_record(raw.clone())?;
         let digest = record.header.digest.clone().ok_or_else(|| Error::storage("tag record without digest"))?;
@@ -108,7 +132,7 @@ impl Registry {
     }
 
     /// The digest and record `reference` names in `name`; `MANIFEST_UNKNOWN` when there is none.
-    async fn resolve(&self, name: &RepositoryName, reference: &Reference) -> Result<(Digest, ManifestRecord)> {
+    pub(crate) async fn resolve(&self, name: &RepositoryName, reference: &Reference) -> Result<(Digest, ManifestRecord)> {
         let unknown = || Error::new(ErrorCode::ManifestUnknown).with_detail(reference.to_string());
         match reference {
             Reference::Digest(d) => {
@@ -239,11 +263,23 @@ impl Registry {
         }
         // A read before the write: the catalog key is rewritten on every push otherwise, and some stores limit
         // writes per key.
+        // The entry also carries the repository's last push time for the web UI, refreshed only when it is older
+        // than CATALOG_PUSHED_RESOLUTION_SECS: a burst of pushes (an index and its platform manifests) writes it once.
         let catalog_key = keys::catalog(name);
-        if self.meta.get(&catalog_key).await?.is_none() {
-            // A new repository: each of its tags goes through the reverse index from the start.
-            self.meta.put(&keys::tag_index_ready(name), Bytes::new()).await?;
-            self.meta.put(&catalog_key, Bytes::new()).await?;
+        let now = self.env.now_unix();
+        let fresh = CatalogEntry { pushed: Some(now) }.encode();
+        match self.meta.get(&catalog_key).await? {
+            None => {
+                // A new repository: each of its tags goes through the reverse index from the start.
+                self.meta.put(&keys::tag_index_ready(name), Bytes::new()).await?;
+                self.meta.put(&catalog_key, fresh).await?;
+            }
+            Some(raw) => {
+                let stale = CatalogEntry::decode(&raw).pushed.is_none_or(|p| now.saturating_sub(p) >= CATALOG_PUSHED_RESOLUTION_SECS);
+                if stale {
+                    self.meta.put(&catalog_key, fresh).await?;
+                }
+            }
         }
 
         let mut reply = Reply::empty(StatusCode::CREATED)
@@ -328,7 +364,7 @@ impl Registry {
         self.meta.put(&keys::tag_index_ready(name), Bytes::new()).await
     }
 
-    pub(super) async fn delete_manifest(&self, name: &RepositoryName, reference: &str) -> Result<Reply> {
+    pub(crate) async fn delete_manifest(&self, name: &RepositoryName, reference: &str) -> Result<Reply> {
         self.require_delete_enabled()?;
         let reference = parse_existing(reference)?;
         let unknown = || Error::new(ErrorCode::ManifestUnknown).with_detail(reference.to_string());

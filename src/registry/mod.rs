@@ -9,13 +9,13 @@
 //! request gets an `X-Request-Id` and one [`RequestLog`] record handed to [`Environment::log_request`].
 
 mod admin;
-mod blobs;
+pub(crate) mod blobs;
 mod discovery;
 pub mod gc;
 mod usage;
 mod health;
 pub mod keys;
-mod manifests;
+pub(crate) mod manifests;
 pub mod mirror;
 mod tee;
 pub mod request_log;
@@ -81,12 +81,13 @@ pub trait Environment {
 }
 
 /// The registry core.
+/// Fields are visible to the crate for the web UI (`crate::ui`), which reads the same stores through them.
 pub struct Registry {
-    objects: Rc<dyn ObjectStore>,
-    meta: Rc<dyn MetaStore>,
-    config: Config,
-    env: Rc<dyn Environment>,
-    auth: Option<Authorizer>,
+    pub(crate) objects: Rc<dyn ObjectStore>,
+    pub(crate) meta: Rc<dyn MetaStore>,
+    pub(crate) config: Config,
+    pub(crate) env: Rc<dyn Environment>,
+    pub(crate) auth: Option<Authorizer>,
     /// Outbound HTTP for the pull-through cache (see `mirror`), when the platform gives one.
     upstream_http: Option<Rc<dyn crate::storage::http::HttpClient>>,
     upstream_tokens: mirror::TokenCache,
@@ -96,7 +97,7 @@ pub struct Registry {
 pub(crate) struct Query(Vec<(String, String)>);
 
 impl Query {
-    fn parse(q: Option<&str>) -> Self {
+    pub(crate) fn parse(q: Option<&str>) -> Self {
         Query(q.map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default())
     }
 
@@ -168,6 +169,12 @@ impl Registry {
     }
 
     async fn dispatch(&self, req: Request, record: &mut RequestLog) -> Result<Reply> {
+        // The web UI decides for itself who may see what (a session cookie, on its own paths only): the API's
+        // access control and `Authorization` handling below never see its requests, nor it theirs.
+        if self.config.ui && crate::ui::is_ui_path(req.uri().path()) {
+            record.route = RouteKind::Ui;
+            return Ok(self.ui(req).await);
+        }
         let (parts, body) = req.into_parts();
         // Before routing and access control: probes come without credentials, and `/health` is not an API path.
         if parts.uri.path() == HEALTH_PATH {

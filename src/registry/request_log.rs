@@ -49,6 +49,8 @@ pub enum RouteKind {
     Referrers,
     Health,
     Token,
+    /// The web UI's pages, forms and assets (`/`, `/ui/…`).
+    Ui,
     /// A path outside the API, or one with an invalid name.
     Other,
 }
@@ -66,6 +68,7 @@ impl RouteKind {
             RouteKind::Referrers => "referrers",
             RouteKind::Health => "health",
             RouteKind::Token => "token",
+            RouteKind::Ui => "ui",
             RouteKind::Other => "other",
         }
     }

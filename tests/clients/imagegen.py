@@ -134,23 +134,29 @@ def write_blob(layout_dir: str, data: bytes) -> str:
     return digest
 
 
-def build_image(layout_dir: str, architecture: str = "amd64", layer_sizes=(64 * 1024, 128 * 1024)) -> Image:
-    """Write random layers, a config and a manifest into `layout_dir`; return the image."""
+def build_image(layout_dir: str, architecture: str = "amd64", layer_sizes=(64 * 1024, 128 * 1024),
+                config_extra: dict | None = None, history: list[str] | None = None) -> Image:
+    """Write random layers, a config and a manifest into `layout_dir`; return the image. `config_extra` adds to
+    (or replaces keys of) the config's `config` object (Entrypoint, ExposedPorts, Labels...); `history` gives one
+    `created_by` per layer."""
     layers = [random_layer(size, files=2 if size < 1 << 20 else 4) for size in layer_sizes]
     for layer in layers:
         write_blob(layout_dir, layer.blob)
+    runtime = {
+        "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+        "Cmd": ["/bin/sh"],
+        "Labels": {"pier.test.nonce": os.urandom(8).hex()},
+    }
+    runtime.update(config_extra or {})
+    commands = history or ["pier imagegen"] * len(layers)
     config = _canonical(
         {
             "created": "2024-01-01T00:00:00Z",
             "architecture": architecture,
             "os": "linux",
-            "config": {
-                "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-                "Cmd": ["/bin/sh"],
-                "Labels": {"pier.test.nonce": os.urandom(8).hex()},
-            },
+            "config": runtime,
             "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]},
-            "history": [{"created": "2024-01-01T00:00:00Z", "created_by": "pier imagegen"} for _ in layers],
+            "history": [{"created": "2024-01-01T00:00:00Z", "created_by": command} for command in commands],
         }
     )
     config_digest = write_blob(layout_dir, config)
@@ -181,10 +187,10 @@ def _write_layout_files(layout_dir: str, top_descriptor: dict, tag: str) -> None
 
 
 def make_single_arch(layout_dir: str, tag: str = "latest", layer_sizes=(64 * 1024, 128 * 1024),
-                     architecture: str = "amd64") -> Layout:
-    """A layout whose `tag` names one linux/`architecture` image."""
+                     architecture: str = "amd64", **config) -> Layout:
+    """A layout whose `tag` names one linux/`architecture` image (`config`: see `build_image`)."""
     os.makedirs(layout_dir, exist_ok=True)
-    image = build_image(layout_dir, architecture, layer_sizes)
+    image = build_image(layout_dir, architecture, layer_sizes, **config)
     _write_layout_files(layout_dir, image.descriptor(), tag)
     return Layout(path=layout_dir, tag=tag, top_digest=image.digest, top_bytes=image.manifest, images=[image])
 
