@@ -64,3 +64,23 @@ stop_pid() {
   for ((i = 0; i < 40; i++)); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.25; done
   kill -KILL "$pid" 2>/dev/null || true
 }
+
+# spin_cli: print the path of a Spin CLI, or fail (status 1) when there is none: $PIER_SPIN if set, `spin` on PATH,
+# else the shared tools folder beside the repository (../shared/tools/spin; for a git worktree elsewhere, beside its
+# main checkout), whose first call unpacks the binary into ~/.cache. The candidate must answer `--version` offline.
+spin_cli() {
+  local candidates=() c common
+  [ -n "${PIER_SPIN:-}" ] && candidates+=("$PIER_SPIN")
+  c="$(command -v spin 2>/dev/null)" && candidates+=("$c")
+  candidates+=("$PIER_ROOT/../shared/tools/spin")
+  if common="$(git -C "$PIER_ROOT" rev-parse --path-format=absolute --git-common-dir 2>/dev/null)"; then
+    candidates+=("$(dirname "$(dirname "$common")")/shared/tools/spin")
+  fi
+  for c in "${candidates[@]}"; do
+    if [ -x "$c" ] && "$c" --version </dev/null >/dev/null 2>&1; then
+      echo "$c"
+      return 0
+    fi
+  done
+  return 1
+}
