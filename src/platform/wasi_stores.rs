@@ -55,9 +55,11 @@ fn metadata_store(lookup: &impl Fn(&str) -> Option<String>, objects: Rc<dyn Obje
             })?);
             // Upload sessions and the collector's state are claimed by create-if-absent races that must have one
             // winner; Spin's compare-and-swap is atomic only for a replace (see `spin_kv`), so they stay in the
-            // object store, which checks If-None-Match atomically.
-            let claimed: Rc<dyn MetaStore> = Rc::new(ObjectMetaStore::new(objects, DEFAULT_PREFIX));
-            Ok(Rc::new(crate::storage::split::SplitMetaStore::new(&[crate::registry::keys::UPLOADS_PREFIX, "_gc/"], claimed, kv)))
+            // object store, which checks If-None-Match atomically. The health probe reads the object store too: it
+            // is the remote one (Spin's key-value store is the host's own), and `/health` must fail when it does.
+            let in_objects: Rc<dyn MetaStore> = Rc::new(ObjectMetaStore::new(objects, DEFAULT_PREFIX));
+            let prefixes = [crate::registry::keys::UPLOADS_PREFIX, "_gc/", "_health/"];
+            Ok(Rc::new(crate::storage::split::SplitMetaStore::new(&prefixes, in_objects, kv)))
         }
         #[cfg(not(feature = "spin-kv"))]
         Some("spin-kv") => Err(unavailable(
