@@ -84,3 +84,22 @@ spin_cli() {
   done
   return 1
 }
+
+# cargo_wasip2 ARGS...: run `cargo ARGS --target wasm32-wasip2` in the current directory. With rustup's wasm32-wasip2
+# std installed it is a plain cargo call; without it, Debian's rustc builds std from source (-Zbuild-std) against
+# Debian's wasi-libc, linked by rustup's wasm-component-ld (see scripts/setup and TOOLCHAIN notes in the README).
+cargo_wasip2() {
+  if [ -d "$(rustc --print sysroot)/lib/rustlib/wasm32-wasip2/lib" ]; then
+    cargo "$@" --target wasm32-wasip2
+    return
+  fi
+  [ -x /usr/bin/rustc ] && [ -d /usr/lib/wasm32-wasi ] || die "no wasm32-wasip2 std and no Debian rustc-web/wasi-libc: run scripts/setup"
+  local rustup_bin
+  rustup_bin="$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin"
+  [ -x "$rustup_bin/wasm-component-ld" ] || die "wasm-component-ld not found in $rustup_bin"
+  # Scoped to this build: -Zbuild-std is unstable, and RUSTC_BOOTSTRAP in a host build's environment breaks it.
+  RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 \
+  CARGO_TARGET_WASM32_WASIP2_LINKER="$rustup_bin/wasm-component-ld" \
+  CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS="-L native=/usr/lib/wasm32-wasi -C link-self-contained=no -C link-arg=--wasm-ld-path=$rustup_bin/gcc-ld/wasm-ld" \
+    /usr/bin/cargo "$@" --target wasm32-wasip2 -Zbuild-std=std,panic_abort
+}

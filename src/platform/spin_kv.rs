@@ -40,20 +40,36 @@ fn version_of(value: &[u8]) -> String {
 
 /// Small keys in a Spin key-value store.
 pub struct SpinKvMetaStore {
-    bucket: Bucket,
+    name: String,
+    /// Opened on first use: hosts instantiate the component per request, and opening a store is a host call that
+    /// costs more than a whole `GET /v2/` (which never reads metadata).
+    bucket: std::cell::OnceCell<Bucket>,
 }
 
 impl SpinKvMetaStore {
-    /// Open the store named `name` (it must be listed in the component's `key_value_stores`).
-    pub fn open(name: &str) -> Result<Self> {
-        Ok(SpinKvMetaStore { bucket: store::open(name).map_err(|e| kv_err("open", e))? })
+    /// The store named `name` (it must be listed in the component's `key_value_stores`); opened on first use.
+    pub fn new(name: &str) -> Self {
+        SpinKvMetaStore { name: name.to_string(), bucket: std::cell::OnceCell::new() }
+    }
+
+    fn bucket(&self) -> Result<&Bucket> {
+        if let Some(b) = self.bucket.get() {
+            return Ok(b);
+        }
+        let opened = store::open(&self.name).map_err(|e| {
+            Error::storage(format!(
+                "configuration setting PIER_SPIN_KV_STORE: cannot open Spin key-value store {:?} (is it in the component's key_value_stores?): {e:?}",
+                self.name
+            ))
+        })?;
+        Ok(self.bucket.get_or_init(|| opened))
     }
 }
 
 #[async_trait(?Send)]
 impl MetaStore for SpinKvMetaStore {
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        Ok(self.bucket.get(key).map_err(|e| kv_err("get", e))?.map(Bytes::from))
+        Ok(self.bucket()?.get(key).map_err(|e| kv_err("get", e))?.map(Bytes::from))
     }
 
     async fn get_versioned(&self, key: &str) -> Result<Option<Versioned>> {
@@ -61,12 +77,12 @@ impl MetaStore for SpinKvMetaStore {
     }
 
     async fn put(&self, key: &str, value: Bytes) -> Result<()> {
-        self.bucket.set(key, &value).map_err(|e| kv_err("set", e))
+        self.bucket()?.set(key, &value).map_err(|e| kv_err("set", e))
     }
 
     /// A compare-and-swap through `wasi:keyvalue/atomics` (atomic for a replace, not for a create: see the module doc).
     async fn put_if(&self, key: &str, value: Bytes, condition: &Precondition) -> Result<Option<String>> {
-        let cas = Cas::new(&self.bucket, key).map_err(|e| kv_err("cas", e))?;
+        let cas = Cas::new(self.bucket()?, key).map_err(|e| kv_err("cas", e))?;
         let current = cas.current().map_err(|e| kv_err("cas current", e))?;
         let holds = match (condition, &current) {
             (Precondition::Absent, None) => true,
@@ -84,7 +100,7 @@ impl MetaStore for SpinKvMetaStore {
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        self.bucket.delete(key).map_err(|e| kv_err("delete", e))
+        self.bucket()?.delete(key).map_err(|e| kv_err("delete", e))
     }
 
     async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Vec<String>> {
@@ -94,7 +110,7 @@ impl MetaStore for SpinKvMetaStore {
         let mut keys = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
-            let page = self.bucket.list_keys(cursor.as_deref()).map_err(|e| kv_err("list-keys", e))?;
+            let page = self.bucket()?.list_keys(cursor.as_deref()).map_err(|e| kv_err("list-keys", e))?;
             keys.extend(page.keys.into_iter().filter(|k| k.starts_with(prefix) && start_after.is_none_or(|s| k.as_str() > s)));
             match page.cursor {
                 Some(c) if Some(&c) != cursor.as_ref() => cursor = Some(c),
