@@ -64,3 +64,42 @@ stop_pid() {
   for ((i = 0; i < 40; i++)); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.25; done
   kill -KILL "$pid" 2>/dev/null || true
 }
+
+# spin_cli: print the path of a Spin CLI, or fail (status 1) when there is none: $PIER_SPIN if set, `spin` on PATH,
+# else the shared tools folder beside the repository (../shared/tools/spin; for a git worktree elsewhere, beside its
+# main checkout), whose first call unpacks the binary into ~/.cache. The candidate must answer `--version` offline.
+spin_cli() {
+  local candidates=() c common
+  [ -n "${PIER_SPIN:-}" ] && candidates+=("$PIER_SPIN")
+  c="$(command -v spin 2>/dev/null)" && candidates+=("$c")
+  candidates+=("$PIER_ROOT/../shared/tools/spin")
+  if common="$(git -C "$PIER_ROOT" rev-parse --path-format=absolute --git-common-dir 2>/dev/null)"; then
+    candidates+=("$(dirname "$(dirname "$common")")/shared/tools/spin")
+  fi
+  for c in "${candidates[@]}"; do
+    if [ -x "$c" ] && "$c" --version </dev/null >/dev/null 2>&1; then
+      echo "$c"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# cargo_wasip2 ARGS...: run `cargo ARGS --target wasm32-wasip2` in the current directory. With rustup's wasm32-wasip2
+# std installed it is a plain cargo call; without it, Debian's rustc builds std from source (-Zbuild-std) against
+# Debian's wasi-libc, linked by rustup's wasm-component-ld (see scripts/setup and TOOLCHAIN notes in the README).
+cargo_wasip2() {
+  if [ -d "$(rustc --print sysroot)/lib/rustlib/wasm32-wasip2/lib" ]; then
+    cargo "$@" --target wasm32-wasip2
+    return
+  fi
+  [ -x /usr/bin/rustc ] && [ -d /usr/lib/wasm32-wasi ] || die "no wasm32-wasip2 std and no Debian rustc-web/wasi-libc: run scripts/setup"
+  local rustup_bin
+  rustup_bin="$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin"
+  [ -x "$rustup_bin/wasm-component-ld" ] || die "wasm-component-ld not found in $rustup_bin"
+  # Scoped to this build: -Zbuild-std is unstable, and RUSTC_BOOTSTRAP in a host build's environment breaks it.
+  RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 \
+  CARGO_TARGET_WASM32_WASIP2_LINKER="$rustup_bin/wasm-component-ld" \
+  CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS="-L native=/usr/lib/wasm32-wasi -C link-self-contained=no -C link-arg=--wasm-ld-path=$rustup_bin/gcc-ld/wasm-ld" \
+    /usr/bin/cargo "$@" --target wasm32-wasip2 -Zbuild-std=std,panic_abort
+}

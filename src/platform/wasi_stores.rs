@@ -52,13 +52,14 @@ fn metadata_store(lookup: &impl Fn(&str) -> Option<String>, objects: Rc<dyn Obje
         #[cfg(feature = "spin-kv")]
         Some("spin-kv") => {
             let name = lookup("PIER_SPIN_KV_STORE").unwrap_or_else(|| "default".into());
-            let kv: Rc<dyn MetaStore> = Rc::new(super::spin_kv::SpinKvMetaStore::open(&name).map_err(|e| {
-                unavailable(format!("configuration setting PIER_SPIN_KV_STORE: cannot open Spin key-value store {name:?} ({})", e.message))
-            })?);
-            // Upload sessions are settled by compare-and-swap, which Spin's key-value store lacks: they stay in the
-            // object store.
-            let sessions: Rc<dyn MetaStore> = Rc::new(ObjectMetaStore::new(objects, DEFAULT_PREFIX));
-            Ok(Rc::new(crate::storage::split::SplitMetaStore::new(&[crate::registry::keys::UPLOADS_PREFIX], sessions, kv)))
+            let kv: Rc<dyn MetaStore> = Rc::new(super::spin_kv::SpinKvMetaStore::new(&name));
+            // Upload sessions and the collector's state are claimed by create-if-absent races that must have one
+            // winner; Spin's compare-and-swap is atomic only for a replace (see `spin_kv`), so they stay in the
+            // object store, which checks If-None-Match atomically. The health probe reads the object store too: it
+            // is the remote one (Spin's key-value store is the host's own), and `/health` must fail when it does.
+            let in_objects: Rc<dyn MetaStore> = Rc::new(ObjectMetaStore::new(objects, DEFAULT_PREFIX));
+            let prefixes = [crate::registry::keys::UPLOADS_PREFIX, "_gc/", "_health/"];
+            Ok(Rc::new(crate::storage::split::SplitMetaStore::new(&prefixes, in_objects, kv)))
         }
         #[cfg(not(feature = "spin-kv"))]
         Some("spin-kv") => Err(unavailable(
