@@ -10,6 +10,7 @@ pub mod config;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod config_file;
 pub mod error;
+pub mod events;
 pub mod notifications;
 pub mod platform;
 pub mod registry;

@@ -60,6 +60,7 @@ use super::{header, keys, Query, Registry};
 use crate::api::{Body, Reply};
 use crate::auth::{Access, Actions};
 use crate::error::{Error, ErrorCode, Result};
+use crate::events::{self, Action};
 use crate::spec::range::{upload_range_header, ChunkRange};
 use crate::spec::{Algorithm, Digest, RepositoryName};
 use crate::storage::Precondition;
@@ -600,7 +601,9 @@ impl Registry {
                         // The new link depends on the blob's record: revive it if the collector marked it; if the
                         // bytes are going away, take the link back and fall back to an upload.
                         if self.revive(&keys::blob_record(&digest)).await? {
-                            return Ok(blob_created(name, &digest));
+                            let mut target = events::blob_target(name.as_str(), &digest.to_string(), link.size);
+                            target.from_repository = Some(from.to_string());
+                            return Ok(blob_created(name, &digest).with_event(Action::Mount, target));
                         }
                         self.meta.delete(&keys::blob_link(name, &digest)).await?;
                     }
@@ -629,7 +632,8 @@ impl Registry {
                 self.discard(&session).await;
                 return Err(e);
             }
-            return Ok(blob_created(name, &digest));
+            let target = events::blob_target(name.as_str(), &digest.to_string(), session.offset);
+            return Ok(blob_created(name, &digest).with_event(Action::Push, target));
         }
         let session = self.new_session(name);
         let created = self.meta.put_if(&keys::upload(&session.id), encode_session(&session)?, &Precondition::Absent).await?;
@@ -684,11 +688,12 @@ impl Registry {
         };
         let writer = self.claim_and_write(name, id, headers, body).await?;
         let token = writer.token.clone();
+        let size = writer.session.offset;
         if let Err(e) = writer.finish(name, &digest, true, self.env.now_unix()).await {
             self.release_claim(id, &token).await;
             return Err(e);
         }
-        Ok(blob_created(name, &digest))
+        Ok(blob_created(name, &digest).with_event(Action::Push, events::blob_target(name.as_str(), &digest.to_string(), size)))
     }
 
     /// Remove claim `token` from session `id` if the stored claim is still that one. Reads the session back rather
