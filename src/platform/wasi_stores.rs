@@ -38,7 +38,8 @@ pub fn build_registry(
         }
     };
     let meta = metadata_store(&lookup, objects.clone())?;
-    Ok(Registry::new(objects, meta, config, env))
+    // Notifications go through the outbox in the metadata store; deliveries use the same outbound HTTP as the stores.
+    Ok(Registry::new(objects, meta, config, env).with_notification_client(http))
 }
 
 /// Where metadata lives: `PIER_METADATA=object` (the object store, every host) or, in the Spin build,
