@@ -28,6 +28,8 @@ mod fault_tests;
 #[cfg(test)]
 mod gc_tests;
 #[cfg(test)]
+mod notify_tests;
+#[cfg(test)]
 mod ops_tests;
 #[cfg(test)]
 mod tests;
