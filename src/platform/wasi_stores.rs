@@ -29,8 +29,8 @@ pub fn build_registry(
     let clock_env = env.clone();
     let clock: Rc<dyn Fn() -> u64> = Rc::new(move || clock_env.now_unix());
     let objects: Rc<dyn ObjectStore> = match storage {
-        StorageConfig::S3(s) => Rc::new(s.build(http, clock).map_err(|e| unavailable(e.to_string()))?),
-        StorageConfig::Azure(a) => Rc::new(a.build(http, clock).map_err(|e| unavailable(e.to_string()))?),
+        StorageConfig::S3(s) => Rc::new(s.build(http.clone(), clock).map_err(|e| unavailable(e.to_string()))?),
+        StorageConfig::Azure(a) => Rc::new(a.build(http.clone(), clock).map_err(|e| unavailable(e.to_string()))?),
         StorageConfig::Filesystem(_) | StorageConfig::InMemory => {
             return Err(unavailable(
                 "configuration setting REGISTRY_STORAGE: a wasi:http component keeps nothing between requests; use s3 or azure".into(),
