@@ -199,6 +199,33 @@ pub enum Outcome {
     Failed(String),
 }
 
+/// The target of a blob event: registry:2 calls every blob `application/octet-stream`.
+pub fn blob_target(repository: &str, digest: &str, size: u64) -> Target {
+    Target {
+        media_type: BLOB_MEDIA_TYPE.into(),
+        size,
+        digest: digest.to_string(),
+        length: size,
+        repository: repository.to_string(),
+        url: format!("/v2/{repository}/blobs/{digest}"),
+        ..Target::default()
+    }
+}
+
+/// The target of a manifest event.
+pub fn manifest_target(repository: &str, digest: &str, media_type: &str, size: u64, tag: Option<&str>) -> Target {
+    Target {
+        media_type: media_type.to_string(),
+        size,
+        digest: digest.to_string(),
+        length: size,
+        repository: repository.to_string(),
+        url: format!("/v2/{repository}/manifests/{digest}"),
+        tag: tag.map(str::to_string),
+        ..Target::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,32 +307,5 @@ mod tests {
             let k = endpoint_key(odd);
             assert!(k.starts_with('_') && k.len() == 25, "{odd:?} → {k}");
         }
-    }
-}
-
-/// The target of a blob event: registry:2 calls every blob `application/octet-stream`.
-pub fn blob_target(repository: &str, digest: &str, size: u64) -> Target {
-    Target {
-        media_type: BLOB_MEDIA_TYPE.into(),
-        size,
-        digest: digest.to_string(),
-        length: size,
-        repository: repository.to_string(),
-        url: format!("/v2/{repository}/blobs/{digest}"),
-        ..Target::default()
-    }
-}
-
-/// The target of a manifest event.
-pub fn manifest_target(repository: &str, digest: &str, media_type: &str, size: u64, tag: Option<&str>) -> Target {
-    Target {
-        media_type: media_type.to_string(),
-        size,
-        digest: digest.to_string(),
-        length: size,
-        repository: repository.to_string(),
-        url: format!("/v2/{repository}/manifests/{digest}"),
-        tag: tag.map(str::to_string),
-        ..Target::default()
     }
 }
