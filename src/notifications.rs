@@ -1,8 +1,7 @@
 //! Notification settings: registry:2's `notifications` section — webhook endpoints with their headers, timeout,
 //! threshold, backoff and ignore lists, and `events.includereferences` — read through the same look-up function as
 //! the rest of [`crate::config::Config`], so every platform gets them alike. This module owns the settings only:
-//! delivering events is another module's job (none exists yet; `pier serve` says so at start when endpoints are
-//! configured).
+//! building, recording and delivering events is [`crate::events`]' and `registry::notify`'s job.
 //!
 //! registry:2 takes the endpoint list from its YAML file; its environment overrides are YAML values, so a list can
 //! be given as one variable holding JSON (which is YAML). Pier reads that form on every platform:
@@ -11,6 +10,9 @@
 //! |---|---|
 //! | `REGISTRY_NOTIFICATIONS_ENDPOINTS` | a JSON array of endpoints, `[{"name":"ci","url":"https://ci.example/hook"}]` |
 //! | `REGISTRY_NOTIFICATIONS_EVENTS_INCLUDEREFERENCES` | `true`: manifest events carry the manifest's references |
+//! | `PIER_NOTIFICATIONS_SECRET` | key of the `X-Pier-Signature` HMAC-SHA256 of every delivery (a secret) |
+//! | `PIER_NOTIFICATIONS_MAX_AGE` | how long an undelivered event is retried before it becomes a dead letter (24h) |
+//! | `PIER_NOTIFICATIONS_MAX_BACKOFF` | the longest pause between retries of a failing endpoint (10m) |
 //!
 //! `pier serve --config` turns the YAML list into this JSON (see [`crate::config_file`]). Each endpoint takes
 //! registry:2's keys: `name` and `url` (required), `disabled`, `headers` (name → value or list of values),
@@ -32,6 +34,16 @@ pub const INCLUDE_REFERENCES_SETTING: &str = "REGISTRY_NOTIFICATIONS_EVENTS_INCL
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 /// registry:2's default number of failures before an endpoint backs off.
 pub const DEFAULT_THRESHOLD: u32 = 10;
+/// The setting holding the signing key of deliveries.
+pub const SECRET_SETTING: &str = "PIER_NOTIFICATIONS_SECRET";
+/// The setting bounding how long an event is retried.
+pub const MAX_AGE_SETTING: &str = "PIER_NOTIFICATIONS_MAX_AGE";
+/// The setting capping the pause between retries.
+pub const MAX_BACKOFF_SETTING: &str = "PIER_NOTIFICATIONS_MAX_BACKOFF";
+/// Default time an undelivered event is retried before it is moved to the dead letters.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+/// Default cap of the exponential backoff.
+pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(600);
 /// registry:2's default pause after `threshold` failures.
 pub const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
 /// The event actions registry:2 sends (and an `ignore.actions` list may name).
@@ -43,12 +55,40 @@ pub const ENDPOINT_KEYS: [&str; 9] =
 pub const IGNORE_KEYS: [&str; 2] = ["mediatypes", "actions"];
 
 /// registry:2's `notifications` section.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotificationsConfig {
     /// Webhook endpoints, in the order given (disabled ones included, marked).
     pub endpoints: Vec<Endpoint>,
     /// Whether manifest events list the manifest's references (`events.includereferences`).
     pub include_references: bool,
+    /// The key deliveries are signed with (`PIER_NOTIFICATIONS_SECRET`); `None`: deliveries carry no signature.
+    pub secret: Option<SigningKey>,
+    /// How long an event is retried before it becomes a dead letter (`PIER_NOTIFICATIONS_MAX_AGE`).
+    pub max_age: Duration,
+    /// The longest pause between two attempts at a failing endpoint (`PIER_NOTIFICATIONS_MAX_BACKOFF`).
+    pub max_backoff: Duration,
+}
+
+impl Default for NotificationsConfig {
+    fn default() -> Self {
+        NotificationsConfig {
+            endpoints: Vec::new(),
+            include_references: false,
+            secret: None,
+            max_age: DEFAULT_MAX_AGE,
+            max_backoff: DEFAULT_MAX_BACKOFF,
+        }
+    }
+}
+
+/// The signing key of deliveries. `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningKey(pub String);
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SigningKey(<redacted>)")
+    }
 }
 
 /// One webhook endpoint.
@@ -121,6 +161,22 @@ impl NotificationsConfig {
         let mut config = NotificationsConfig::default();
         if let Some(v) = lookup(INCLUDE_REFERENCES_SETTING) {
             config.include_references = parse_bool(INCLUDE_REFERENCES_SETTING, &v)?;
+        }
+        if let Some(v) = lookup(SECRET_SETTING).filter(|v| !v.is_empty()) {
+            config.secret = Some(SigningKey(v));
+        }
+        let positive = |setting: &str, v: &str| -> Result<Duration, ConfigError> {
+            let d = parse_go_duration(setting, v)?;
+            if d.is_zero() {
+                return Err(ConfigError { setting: setting.to_string(), problem: "must be more than 0".into() });
+            }
+            Ok(d)
+        };
+        if let Some(v) = lookup(MAX_AGE_SETTING) {
+            config.max_age = positive(MAX_AGE_SETTING, &v)?;
+        }
+        if let Some(v) = lookup(MAX_BACKOFF_SETTING) {
+            config.max_backoff = positive(MAX_BACKOFF_SETTING, &v)?;
         }
         let Some(text) = lookup(ENDPOINTS_SETTING).filter(|t| !t.trim().is_empty()) else { return Ok(config) };
         let list: Value = serde_json::from_str(&text)

@@ -186,7 +186,7 @@ fn notifications_fixture_lists_its_endpoints_and_serves() {
     let port = free_port().to_string();
     let (_dir, config) = config_dir(&rewrite(&fixture("notifications.yml"), &[("127.0.0.1:5000", &format!("127.0.0.1:{port}"))]));
     let s = Server::start_serve(&["--config", &config], &[], None, None);
-    s.wait_stderr("notifications: 2 endpoint(s) configured (alistener, audit), but Pier does not deliver notifications yet");
+    s.wait_stderr("notifications: 2 endpoint(s) (alistener, audit); events go through the outbox");
     let err = s.wait_stderr("pier: no access control");
     assert!(!err.contains("Bearer"), "a header value was logged: {err}");
     let repo = unique("notify/app");

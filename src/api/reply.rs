@@ -13,12 +13,14 @@ pub struct Reply {
     pub status: StatusCode,
     pub headers: Vec<(HeaderName, String)>,
     pub body: Body,
+    /// What the request did that notification endpoints hear about (never sent to the client).
+    pub event: Option<crate::events::EventDraft>,
 }
 
 impl Reply {
     /// An empty reply with `status` and `Content-Length: 0`.
     pub fn empty(status: StatusCode) -> Self {
-        Reply { status, headers: vec![(http::header::CONTENT_LENGTH, "0".into())], body: Body::Empty }
+        Reply { status, headers: vec![(http::header::CONTENT_LENGTH, "0".into())], body: Body::Empty, event: None }
     }
 
     /// A JSON reply.
@@ -35,6 +37,7 @@ impl Reply {
                 (http::header::CONTENT_LENGTH, body.len().to_string()),
             ],
             body: Body::Full(body),
+            event: None,
         }
     }
 
@@ -43,6 +46,12 @@ impl Reply {
         if let Ok(name) = name.try_into() {
             self.headers.push((name, value.into()));
         }
+        self
+    }
+
+    /// Say what the request did, for notifications.
+    pub fn with_event(mut self, action: crate::events::Action, target: crate::events::Target) -> Self {
+        self.event = Some(crate::events::EventDraft { action, target });
         self
     }
 

@@ -7,6 +7,7 @@ use pier::auth::token::Secret;
 use pier::config::{parse_bool, parse_duration_secs, parse_size, Config, ConfigError};
 use pier::config_file::ConfigFile;
 use pier::platform::native::{build_registry, collect, serve, LogFormat, ServeOptions, Storage};
+use pier::platform::native_metrics::{serve_metrics, Metrics};
 use pier::platform::native_tls::{parse_minimum, TlsFiles, TlsReloader, CERTIFICATE_SETTING, KEY_SETTING, MINIMUM_SETTING};
 use pier::registry::gc::{GcOptions, GcReport};
 use pier::storage::config::StorageConfig;
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 const USAGE: &str = "usage: pier serve [--config FILE] [--addr HOST:PORT] [--root DIR | --memory] [--no-delete]
                   [--read-only] [--part-size BYTES] [--upload-expiry DURATION] [--log-format text|json]
+                  [--metrics-addr HOST:PORT]
 
   --config         registry:2's config.yml (also `pier serve FILE`, or env REGISTRY_CONFIGURATION_PATH); environment
                    variables override its values, flags override both (see the README: registry:2 configuration file)
@@ -34,6 +36,11 @@ const USAGE: &str = "usage: pier serve [--config FILE] [--addr HOST:PORT] [--roo
   --upload-expiry  idle upload sessions expire after this (env PIER_UPLOAD_EXPIRY; default 24h)
   --log-format     request log lines on stdout: text or json (env PIER_LOG_FORMAT or REGISTRY_LOG_FORMATTER;
                    default text)
+  --metrics-addr   serve Prometheus metrics at http://HOST:PORT/metrics, a listener of its own (env PIER_METRICS_ADDR;
+                   default off)
+
+Notifications: REGISTRY_NOTIFICATIONS_ENDPOINTS (a JSON list of registry:2's endpoints), PIER_NOTIFICATIONS_SECRET
+(signs every delivery), see the README, section Notifications.
 
 TLS: REGISTRY_HTTP_TLS_CERTIFICATE=FILE and REGISTRY_HTTP_TLS_KEY=FILE (PEM) serve HTTPS; changed files are
 reloaded without a restart (see the README, section TLS).
@@ -58,6 +65,8 @@ usage: pier du [--root DIR | storage settings]
 
 struct Options {
     addr: String,
+    /// Where `/metrics` listens; `None`: off.
+    metrics_addr: Option<String>,
     storage: Storage,
     config: Config,
     serve: ServeOptions,
@@ -217,11 +226,12 @@ fn check_settings_without_effect(settings: &Settings, config: &Config) -> Result
     }
     let endpoints: Vec<&str> = config.notifications.active().map(|e| e.name.as_str()).collect();
     if !endpoints.is_empty() {
-        settings.warn(&format!(
-            "notifications: {} endpoint(s) configured ({}), but Pier does not deliver notifications yet: no events are sent",
+        eprintln!(
+            "pier: notifications: {} endpoint(s) ({}); events go through the outbox in the storage{}",
             endpoints.len(),
-            endpoints.join(", ")
-        ));
+            endpoints.join(", "),
+            if config.notifications.secret.is_some() { ", signed (X-Pier-Signature)" } else { ", unsigned (set PIER_NOTIFICATIONS_SECRET to sign them)" }
+        );
     }
     Ok(())
 }
@@ -258,6 +268,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         (None, None) => LogFormat::default(),
     };
     let tls = read_tls(&settings)?;
+    let mut metrics_addr = env("PIER_METRICS_ADDR").filter(|v| !v.trim().is_empty());
     check_settings_without_effect(&settings, &config)?;
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -267,6 +278,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
                 value("--config")?;
             }
             "--addr" => addr = value("--addr")?,
+            "--metrics-addr" => metrics_addr = Some(value("--metrics-addr")?),
             "--root" => storage = Storage::Filesystem(PathBuf::from(value("--root")?)),
             "--memory" => storage = Storage::Memory,
             "--no-delete" => config.delete_enabled = false,
@@ -314,7 +326,8 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             .filter(|n| *n > 0)
             .ok_or_else(|| format!("configuration setting PIER_HTTP_MAX_CONNECTIONS: expected a positive number, got {v:?}"))?;
     }
-    Ok(Options { addr, storage, config, serve, log_format, tls })
+    let metrics_addr = metrics_addr.map(|a| listen_addr(&a));
+    Ok(Options { addr, metrics_addr, storage, config, serve, log_format, tls })
 }
 
 /// `pier gc` and `pier du`: the registry's storage, opened like `pier serve` opens it, without serving.
@@ -356,7 +369,7 @@ fn maintenance(cmd: &str, args: &[String]) -> ExitCode {
     let result: Result<(), String> = local.block_on(&runtime, async move {
         let grace = grace.unwrap_or(opts.config.gc_grace_secs);
         let untagged_after_secs = untagged.or(opts.config.gc_untagged_after_secs);
-        let registry = build_registry(&opts.storage, opts.config, opts.log_format).map_err(|e| format!("cannot open storage: {e}"))?;
+        let registry = build_registry(&opts.storage, opts.config, opts.log_format, None).map_err(|e| format!("cannot open storage: {e}"))?;
         let json = |v: &dyn erased::Json| v.pretty();
         if cmd == "du" {
             let usage = registry.storage_usage().await.map_err(|e| e.to_string())?;
@@ -469,13 +482,22 @@ fn main() -> ExitCode {
     };
     let local = tokio::task::LocalSet::new();
     let result = local.block_on(&runtime, async move {
-        let registry = build_registry(&opts.storage, opts.config, opts.log_format).map_err(|e| format!("cannot open storage: {e}"))?;
+        let metrics = opts.metrics_addr.as_ref().map(|_| Rc::new(Metrics::new()));
+        let registry = build_registry(&opts.storage, opts.config, opts.log_format, metrics.clone())
+            .map_err(|e| format!("cannot open storage: {e}"))?;
+        let registry = Rc::new(registry);
+        if let (Some(addr), Some(metrics)) = (&opts.metrics_addr, &metrics) {
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr} (metrics): {e}"))?;
+            let local = listener.local_addr().map_err(|e| e.to_string())?;
+            eprintln!("pier: metrics on http://{local}/metrics");
+            tokio::task::spawn_local(serve_metrics(listener, registry.clone(), metrics.clone()));
+        }
         let listener = tokio::net::TcpListener::bind(&opts.addr).await.map_err(|e| format!("cannot listen on {}: {e}", opts.addr))?;
         let local_addr = listener.local_addr().map_err(|e| e.to_string())?;
         let scheme = if opts.tls.is_some() { "https" } else { "http" };
         println!("pier listening on {scheme}://{local_addr}");
         let _ = std::io::stdout().flush();
-        serve(listener, Rc::new(registry), opts.serve, opts.tls).await.map_err(|e| e.to_string())
+        serve(listener, registry, opts.serve, opts.tls, metrics).await.map_err(|e| e.to_string())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,6 +6,8 @@ pub mod native;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native_http;
 #[cfg(not(target_arch = "wasm32"))]
+pub mod native_metrics;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod native_tls;
 #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 pub mod workers;

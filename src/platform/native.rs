@@ -11,13 +11,19 @@
 //! TLS alert it cannot read.
 //!
 //! Request logs go to stdout, one line per request, as text or JSON ([`LogFormat`]); server errors go to stderr. The
-//! peer address of each connection reaches the core as a [`ClientAddr`] request extension.
+//! peer address of each connection reaches the core as a [`ClientAddr`] request extension. With a metrics address,
+//! the same records feed [`Metrics`] (`/metrics` on its own listener, see `native_metrics`).
+//!
+//! Notifications: a background task delivers the outbox (`registry::notify`) right after a request recorded events,
+//! every [`DELIVERY_INTERVAL`] otherwise, and once at start (events a previous process left pending) — never on a
+//! request's path.
 
 use crate::api::{Body, ClientAddr, Https, Request, Response};
 use crate::auth::htpasswd::BcryptHash;
 use crate::config::{Config, ConfigError};
 use crate::error::{Error, ErrorCode};
 use crate::registry::gc::{GcOptions, GcReport};
+use crate::platform::native_metrics::Metrics;
 use crate::platform::native_tls::TlsReloader;
 use crate::registry::{Environment, Registry, RequestLog};
 use crate::storage::fs::{FsMetaStore, FsObjectStore};
@@ -85,12 +91,20 @@ pub struct NativeEnvironment {
     /// Password checks running at once: one core's worth fewer than the machine has, so the thread serving requests
     /// always has a core while logins queue (asynchronously) for theirs.
     password_checks: Arc<Semaphore>,
+    /// Counters for `/metrics`, when it is on.
+    metrics: Option<Rc<Metrics>>,
 }
 
 impl NativeEnvironment {
     pub fn new(log_format: LogFormat) -> Self {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        NativeEnvironment { log_format, password_checks: Arc::new(Semaphore::new(cores.saturating_sub(1).max(1))) }
+        NativeEnvironment { log_format, password_checks: Arc::new(Semaphore::new(cores.saturating_sub(1).max(1))), metrics: None }
+    }
+
+    /// The same, counting every request into `metrics`.
+    pub fn with_metrics(mut self, metrics: Option<Rc<Metrics>>) -> Self {
+        self.metrics = metrics;
+        self
     }
 }
 
@@ -104,6 +118,9 @@ impl Environment for NativeEnvironment {
     }
 
     fn log_request(&self, record: &RequestLog) {
+        if let Some(m) = &self.metrics {
+            m.observe(record);
+        }
         let line = match self.log_format {
             LogFormat::Text => record.to_text(),
             LogFormat::Json => record.to_json(),
@@ -126,6 +143,12 @@ impl Environment for NativeEnvironment {
 
     fn log_error(&self, message: &str) {
         eprintln!("pier: error: {message}");
+    }
+
+    fn sleep(&self, duration: Duration) -> Option<LocalBoxFuture<'static, ()>> {
+        // Outside a Tokio runtime (unit tests on a plain executor) there is no timer.
+        tokio::runtime::Handle::try_current().ok()?;
+        Some(Box::pin(tokio::time::sleep(duration)))
     }
 
     fn verify_password(&self, hash: BcryptHash, password: Vec<u8>) -> LocalBoxFuture<'static, bool> {
@@ -159,8 +182,9 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// Build a registry over `storage`, writing request logs in `log_format`.
-pub fn build_registry(storage: &Storage, config: Config, log_format: LogFormat) -> Result<Registry, Error> {
+/// Build a registry over `storage`, writing request logs in `log_format` (and counting them into `metrics`).
+pub fn build_registry(storage: &Storage, config: Config, log_format: LogFormat, metrics: Option<Rc<Metrics>>) -> Result<Registry, Error> {
+    let notify = config.notifications.active().next().is_some();
     let (objects, meta): (Rc<dyn ObjectStore>, Rc<dyn MetaStore>) = match storage {
         Storage::Filesystem(root) => (Rc::new(FsObjectStore::new(root)?), Rc::new(FsMetaStore::new(root)?)),
         Storage::Memory => (Rc::new(MemoryObjectStore::new()), Rc::new(MemoryMetaStore::new())),
@@ -176,9 +200,13 @@ pub fn build_registry(storage: &Storage, config: Config, log_format: LogFormat) 
         }
     };
     let mirrored = config.mirror.is_some();
-    let registry = Registry::new(objects, meta, config, Rc::new(NativeEnvironment::new(log_format)));
+    let env = Rc::new(NativeEnvironment::new(log_format).with_metrics(metrics));
+    let mut registry = Registry::new(objects, meta, config, env);
+    if notify {
+        registry = registry.with_notification_client(Rc::new(crate::platform::native_http::NativeHttpClient::new()?));
+    }
     if mirrored {
-        return Ok(registry.with_upstream_client(Rc::new(crate::platform::native_http::NativeHttpClient::new()?)));
+        registry = registry.with_upstream_client(Rc::new(crate::platform::native_http::NativeHttpClient::new()?));
     }
     Ok(registry)
 }
@@ -300,13 +328,23 @@ const PLAIN_HTTP_ON_TLS_PORT: &[u8] = b"HTTP/1.0 400 Bad Request\r\nContent-Type
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 /// Serve HTTP/1.1 on one connection (plain TCP or TLS) until it closes.
-async fn serve_connection<I>(io: I, registry: Rc<Registry>, peer: SocketAddr, options: ServeOptions, https: bool)
+async fn serve_connection<I>(io: I, registry: Rc<Registry>, peer: SocketAddr, options: ServeOptions, https: bool, hooks: Rc<Hooks>)
 where
     I: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let service = service_fn(move |req: hyper::Request<Incoming>| {
         let registry = registry.clone();
-        async move { Ok::<_, Infallible>(into_hyper(registry.handle(into_core(req, peer, options.body_timeout, https)).await)) }
+        let hooks = hooks.clone();
+        async move {
+            let _in_flight = hooks.metrics.as_ref().map(|m| m.start(req.uri().path()));
+            let response = registry.handle(into_core(req, peer, options.body_timeout, https)).await;
+            if registry.take_event_signal() {
+                if let Some(wake) = &hooks.deliver {
+                    wake.notify_one();
+                }
+            }
+            Ok::<_, Infallible>(into_hyper(response))
+        }
     });
     // Connection errors (clients hanging up, a TLS hello on the plain port, a header timeout) concern only that
     // client.
@@ -326,6 +364,7 @@ async fn serve_tls_connection(
     registry: Rc<Registry>,
     peer: SocketAddr,
     options: ServeOptions,
+    hooks: Rc<Hooks>,
 ) {
     let mut first = [0u8; 1];
     match tokio::time::timeout(options.header_timeout, stream.peek(&mut first)).await {
@@ -343,13 +382,57 @@ async fn serve_tls_connection(
     }
     // Failed or slow handshakes (an untrusted certificate on the client's side, a scanner) concern only that client.
     if let Ok(Ok(tls)) = tokio::time::timeout(options.header_timeout, acceptor.accept(stream)).await {
-        serve_connection(tls, registry, peer, options, true).await;
+        serve_connection(tls, registry, peer, options, true, hooks).await;
     }
 }
 
-/// Serve `registry` on `listener` until the process ends, over TLS when `tls` is given. Must run inside a
-/// `tokio::task::LocalSet`.
-pub async fn serve(listener: TcpListener, registry: Rc<Registry>, options: ServeOptions, tls: Option<TlsReloader>) -> io::Result<()> {
+/// What each connection reports to: the notification delivery task and the metrics.
+struct Hooks {
+    deliver: Option<Rc<tokio::sync::Notify>>,
+    metrics: Option<Rc<Metrics>>,
+}
+
+/// How often the delivery task looks at the outbox when no request woke it (retries of failed deliveries, events
+/// recorded by another process on the same storage).
+pub const DELIVERY_INTERVAL: Duration = Duration::from_secs(2);
+/// Entries per endpoint one delivery slice sends natively.
+const NATIVE_DELIVERY_SLICE: usize = 100;
+
+/// Deliver notification outboxes until they are empty or an endpoint fails; then wait for a request's events or
+/// the next interval.
+async fn deliver_events(registry: Rc<Registry>, wake: Rc<tokio::sync::Notify>) {
+    loop {
+        loop {
+            match registry.deliver_events_slice(NATIVE_DELIVERY_SLICE).await {
+                Ok(r) if r.more && r.delivered > 0 => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    eprintln!("pier: error: delivering notifications: {e}");
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(DELIVERY_INTERVAL) => {}
+        }
+    }
+}
+
+/// Serve `registry` on `listener` until the process ends, over TLS when `tls` is given, counting requests into
+/// `metrics` when given. Must run inside a `tokio::task::LocalSet`.
+pub async fn serve(
+    listener: TcpListener,
+    registry: Rc<Registry>,
+    options: ServeOptions,
+    tls: Option<TlsReloader>,
+    metrics: Option<Rc<Metrics>>,
+) -> io::Result<()> {
+    let deliver = registry.notifications_enabled().then(|| Rc::new(tokio::sync::Notify::new()));
+    if let Some(wake) = &deliver {
+        tokio::task::spawn_local(deliver_events(registry.clone(), wake.clone()));
+    }
+    let hooks = Rc::new(Hooks { deliver, metrics });
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(options.max_connections.max(1)));
     let purger = registry.clone();
     let every = Duration::from_secs((purger.config().upload_expiry_secs / 4).clamp(60, 3600));
@@ -398,10 +481,11 @@ pub async fn serve(listener: TcpListener, registry: Rc<Registry>, options: Serve
         let _ = stream.set_nodelay(true);
         let registry = registry.clone();
         let acceptor = tls.as_ref().map(TlsReloader::acceptor);
+        let hooks = hooks.clone();
         tokio::task::spawn_local(async move {
             match acceptor {
-                Some(acceptor) => serve_tls_connection(stream, acceptor, registry, peer, options).await,
-                None => serve_connection(stream, registry, peer, options, false).await,
+                Some(acceptor) => serve_tls_connection(stream, acceptor, registry, peer, options, hooks).await,
+                None => serve_connection(stream, registry, peer, options, false, hooks).await,
             }
             drop(slot);
         });

@@ -8,6 +8,12 @@
 //!
 //! Request logs are JSON lines on stderr, which Spin and `wasmtime serve` collect as the component's log. wasi:http
 //! tells a component nothing about the client's address, so records carry none.
+//!
+//! Notifications: events go to the outbox in the metadata store; after a response that recorded events has been
+//! sent in full, the handler delivers one slice before it returns (the host keeps the instance until then, the
+//! client is not waiting). What fails then is retried by the next such request or by `POST /admin/events` from the
+//! host's scheduler (a Spin cron trigger, any external cron). wasi:http 0.2 gives a component no timer, so a delivery
+//! waits for the host's own outbound timeouts rather than the endpoint's `timeout`.
 
 use crate::api::{Body, Request, Response};
 use crate::error::{Error, ErrorCode};
@@ -214,7 +220,8 @@ async fn send_response(resp: Response, out: ResponseOutparam, head: bool) {
 #[spin_sdk::http_component]
 async fn handle(req: IncomingRequest, out: ResponseOutparam) {
     let head = matches!(req.method(), Method::Head);
-    let response = match registry() {
+    let registry = registry();
+    let response = match &registry {
         Ok(registry) => match into_core(req) {
             Ok(req) => registry.handle(req).await,
             Err(e) => crate::api::Reply::error(&e).into_response(),
@@ -225,4 +232,15 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
         }
     };
     send_response(response, out, head).await;
+    // The response body is finished (its sink dropped in send_response): deliver now, off the client's time.
+    if let Ok(registry) = registry {
+        if registry.take_event_signal() {
+            if let Err(e) = registry.deliver_events_slice(AFTER_RESPONSE_EVENTS).await {
+                eprintln!("pier: error: delivering notifications: {e}");
+            }
+        }
+    }
 }
+
+/// Outbox entries per endpoint delivered after a response that recorded events.
+const AFTER_RESPONSE_EVENTS: usize = 20;

@@ -39,7 +39,8 @@ pub fn build_registry(
     };
     let meta = metadata_store(&lookup, objects.clone())?;
     let mirrored = config.mirror.is_some();
-    let registry = Registry::new(objects, meta, config, env);
+    // Notifications go through the outbox in the metadata store; deliveries use the same outbound HTTP as the stores.
+    let registry = Registry::new(objects, meta, config, env).with_notification_client(http.clone());
     Ok(if mirrored { registry.with_upstream_client(http) } else { registry })
 }
 

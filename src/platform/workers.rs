@@ -7,6 +7,14 @@
 //!
 //! Request logs are JSON lines through `console.log`, which Workers Logs and `wrangler tail` parse into fields; the
 //! client's address comes from Cloudflare's `CF-Connecting-IP` header.
+//!
+//! Notifications: with a Queue bound as `EVENTS` (wrangler.toml `[[queues.producers]]` and `[[queues.consumers]]`,
+//! the same queue), each event is a queue message (sent before the client is answered, durable once sent) and the
+//! `queue` entry point delivers them: per endpoint, a batch's messages in one envelope; on failure every message is
+//! retried with a growing delay (`message.retry({delaySeconds})`), and one older than `PIER_NOTIFICATIONS_MAX_AGE`
+//! is written to `_events/dead/…` in the bucket and acknowledged. At-least-once; a retry can reorder events (Queues
+//! do not keep order), so receivers order by `timestamp`. Without the binding, events go to the outbox in R2, which
+//! `ctx.waitUntil` drains after the response and the cron trigger drains in slices, in order.
 
 use crate::api::{Body, ClientAddr, Request, Response};
 use crate::config::Config;
@@ -22,7 +30,15 @@ use crate::storage::{MetaStore, ObjectStore};
 use bytes::Bytes;
 use futures::StreamExt;
 use std::rc::Rc;
-use worker::{event, Context, Env, Fetch, FixedLengthStream, Headers, RequestInit, ResponseBuilder, ScheduleContext, ScheduledEvent};
+use worker::{
+    event, Context, Env, Fetch, FixedLengthStream, Headers, MessageBatch, MessageExt, QueueRetryOptionsBuilder, RequestInit, ResponseBuilder,
+    ScheduleContext, ScheduledEvent,
+};
+use crate::events::{Event, EventSink, Outcome};
+use crate::notifications::Endpoint;
+
+/// The Queue binding notifications go through, when present.
+pub const EVENTS_QUEUE_BINDING: &str = "EVENTS";
 
 /// The R2 binding holding blobs and metadata.
 pub const BUCKET_BINDING: &str = "BUCKET";
@@ -57,6 +73,30 @@ impl Environment for WorkersEnvironment {
 
     fn log_request(&self, record: &RequestLog) {
         worker::console_log!("{}", record.to_json());
+    }
+
+    fn sleep(&self, duration: std::time::Duration) -> Option<futures::future::LocalBoxFuture<'static, ()>> {
+        Some(Box::pin(worker::Delay::from(duration)))
+    }
+}
+
+/// A queue message: one event owed to one endpoint.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct QueuedEvent {
+    endpoint: String,
+    /// When the event was recorded (milliseconds since the epoch): retries back off and give up by its age.
+    created_ms: u64,
+    event: Event,
+}
+
+/// Events go to the `EVENTS` queue.
+struct QueueSink(worker::Queue);
+
+#[async_trait::async_trait(?Send)]
+impl EventSink for QueueSink {
+    async fn send(&self, endpoint: &Endpoint, event: &Event) -> crate::error::Result<()> {
+        let message = QueuedEvent { endpoint: endpoint.name.clone(), created_ms: js_sys::Date::now() as u64, event: event.clone() };
+        self.0.send(message).await.map_err(|e| Error::storage(format!("queue {EVENTS_QUEUE_BINDING}: {e}")))
     }
 }
 
@@ -144,7 +184,23 @@ fn configured_stores(env: &Env) -> Result<Option<(Rc<dyn ObjectStore>, Rc<dyn Me
     Ok(Some((objects, meta)))
 }
 
+/// Give `registry` its notification delivery: outbound `fetch`, and the `EVENTS` queue when it is bound.
+fn with_notifications(registry: Registry, env: &Env) -> Registry {
+    if !registry.notifications_enabled() {
+        return registry;
+    }
+    let registry = registry.with_notification_client(Rc::new(WorkersHttpClient));
+    match env.queue(EVENTS_QUEUE_BINDING) {
+        Ok(queue) => registry.with_event_sink(Rc::new(QueueSink(queue))),
+        Err(_) => registry,
+    }
+}
+
 fn build_registry(env: &Env) -> Result<Registry, Error> {
+    build_core_registry(env).map(|r| with_notifications(r, env))
+}
+
+fn build_core_registry(env: &Env) -> Result<Registry, Error> {
     let unavailable = |m: String| Error::msg(ErrorCode::Unavailable, m);
     let mut config = Config::from_lookup(|k| setting(env, k)).map_err(|e| unavailable(e.to_string()))?;
     // Safe by default: a deployed Worker is on the internet, so without users nobody may write unless the operator
@@ -261,7 +317,7 @@ fn registry(env: &Env) -> Result<Rc<Registry>, Error> {
 }
 
 #[event(fetch)]
-async fn fetch(req: worker::Request, env: Env, _ctx: Context) -> worker::Result<worker::Response> {
+async fn fetch(req: worker::Request, env: Env, ctx: Context) -> worker::Result<worker::Response> {
     let registry = match registry(&env) {
         Ok(r) => r,
         Err(e) => {
@@ -270,9 +326,98 @@ async fn fetch(req: worker::Request, env: Env, _ctx: Context) -> worker::Result<
         }
     };
     match into_core(req) {
-        Ok(req) => into_worker(registry.handle(req).await),
+        Ok(req) => {
+            let response = registry.handle(req).await;
+            if registry.take_event_signal() {
+                // Events went to the outbox (no queue bound): deliver them once the response is on its way.
+                let registry = registry.clone();
+                ctx.wait_until(async move {
+                    if let Err(e) = registry.deliver_events_slice(WAIT_UNTIL_EVENTS).await {
+                        worker::console_error!("pier: delivering notifications: {e}");
+                    }
+                });
+            }
+            into_worker(response)
+        }
         Err(e) => error_response(&e),
     }
+}
+
+/// Outbox entries per endpoint a `waitUntil` after a response delivers (a push's events are a handful).
+const WAIT_UNTIL_EVENTS: usize = 10;
+/// Outbox entries per endpoint one cron run delivers (two store calls each, within the Free plan's 50 subrequests
+/// with the purge and collection slices).
+const CRON_EVENTS: usize = 5;
+/// The longest delay a Queue message's retry may ask for (Cloudflare's limit: 12 hours).
+const MAX_QUEUE_DELAY_SECS: u64 = 43_200;
+
+#[event(queue)]
+async fn queue(batch: MessageBatch<QueuedEvent>, env: Env, _ctx: Context) -> worker::Result<()> {
+    let registry = match registry(&env) {
+        Ok(r) => r,
+        Err(e) => {
+            worker::console_error!("pier: {e}");
+            batch.retry_all();
+            return Ok(());
+        }
+    };
+    let messages = match batch.messages() {
+        Ok(m) => m,
+        Err(e) => {
+            // Unreadable messages would fail the same way on every retry.
+            worker::console_error!("pier: unreadable notification messages, dropped: {e}");
+            batch.ack_all();
+            return Ok(());
+        }
+    };
+    // Per endpoint, the batch's events in the order they arrived, in one envelope.
+    let mut by_endpoint: Vec<(String, Vec<&worker::Message<QueuedEvent>>)> = Vec::new();
+    for m in &messages {
+        let name = &m.body().endpoint;
+        match by_endpoint.iter_mut().find(|(n, _)| n == name) {
+            Some((_, list)) => list.push(m),
+            None => by_endpoint.push((name.clone(), vec![m])),
+        }
+    }
+    let (max_age, max_backoff) = registry.notification_limits();
+    let now = js_sys::Date::now() as u64;
+    for (name, list) in by_endpoint {
+        let Some(endpoint) = registry.notification_endpoint(&name) else {
+            // The endpoint was removed or disabled since: nobody wants these any more.
+            for m in list {
+                m.ack();
+            }
+            continue;
+        };
+        let events: Vec<Event> = list.iter().map(|m| m.body().event.clone()).collect();
+        match registry.deliver_to(endpoint, &events).await {
+            Outcome::Delivered => list.iter().for_each(|m| m.ack()),
+            Outcome::Failed(reason) => {
+                worker::console_error!("pier: notifications: endpoint {name:?} failed ({reason}); {} event(s) retried", list.len());
+                for m in list {
+                    let age_ms = now.saturating_sub(m.body().created_ms);
+                    if age_ms > max_age.as_millis() as u64 {
+                        let body = m.body();
+                        let id = format!("{:016}-{}", body.created_ms.saturating_mul(1000), &body.event.id);
+                        let why = format!("not delivered within {max_age:?}: {reason}");
+                        match registry.dead_letter(&name, Some(body.created_ms), Some(body.event.clone()), &why, &id).await {
+                            Ok(()) => m.ack(),
+                            Err(e) => {
+                                worker::console_error!("pier: writing a dead letter: {e}");
+                                m.retry();
+                            }
+                        }
+                        continue;
+                    }
+                    // The delay grows with the event's age (about doubling per retry), from the endpoint's backoff
+                    // to the configured cap.
+                    let delay = (age_ms / 1000).clamp(endpoint.backoff.as_secs().max(1), max_backoff.as_secs().max(1)).min(MAX_QUEUE_DELAY_SECS);
+                    m.retry_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(delay as u32).build());
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Upload sessions one cron run looks at (four store calls each at most), leaving the rest of the Free plan's 50
@@ -290,6 +435,13 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     };
     // One bounded slice of each per run: a run's subrequests stay within the Free plan's 50, and cursors carry the
     // work over to the next run.
+    match registry.deliver_events_slice(CRON_EVENTS).await {
+        Ok(r) if r.delivered + r.dead_lettered > 0 => {
+            worker::console_log!("pier: notifications: {} delivered, {} dead-lettered", r.delivered, r.dead_lettered)
+        }
+        Ok(_) => {}
+        Err(e) => worker::console_error!("pier: delivering notifications: {e}"),
+    }
     match registry.purge_expired_uploads_slice(CRON_PURGE_SESSIONS).await {
         Ok((n, _)) if n > 0 => worker::console_log!("pier: removed {n} expired upload sessions"),
         Ok(_) => {}

@@ -1,7 +1,9 @@
 //! Admin endpoints, outside `/v2/`: `GET /admin/gc` (the last collection's report and the cycle in progress),
 //! `POST /admin/gc` (run one collection slice: what a wasi:http host's scheduler, a Spin cron trigger or any external
 //! cron calls; `?calls=N` bounds its store calls, default 500; `?grace=DURATION` overrides `PIER_GC_GRACE_PERIOD` for
-//! this slice) and `GET /admin/du` (the storage report).
+//! this slice), `GET /admin/du` (the storage report), `GET /admin/events` (per notification endpoint: events
+//! waiting, dead letters, failures in a row) and `POST /admin/events` (deliver one slice of the notification outboxes,
+//! `?max=N` entries per endpoint, default 100: what a wasi:http host's scheduler or an external cron calls).
 //!
 //! Who may call them: with access control on, a caller allowed `registry:catalog` (the rules' admin); with it off, a
 //! loopback client, or anyone when the operator opened the registry to anonymous writes (`PIER_ANONYMOUS_WRITE=true`:
@@ -69,7 +71,21 @@ impl Registry {
                 Ok(Reply::json(StatusCode::OK, &body))
             }
             (Some("du"), &Method::GET | &Method::HEAD) => Ok(Reply::json(StatusCode::OK, &to_json(&self.storage_usage().await?)?)),
-            (Some("gc" | "du"), m) => Err(Error::new(ErrorCode::MethodNotAllowed).with_detail(m.as_str().to_string())),
+            (Some("events"), &Method::GET | &Method::HEAD) => {
+                let backlog = self.notification_backlog(1000).await?;
+                Ok(Reply::json(StatusCode::OK, &json!({ "endpoints": to_json(&backlog)?, "stats": to_json(&self.notify_stats())? })))
+            }
+            (Some("events"), &Method::POST) => {
+                let max = match query.get("max") {
+                    None => super::notify::DEFAULT_DELIVERY_SLICE,
+                    Some(v) => v.parse::<usize>().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| {
+                        Error::msg(ErrorCode::Unsupported, "max must be a number of events from 1 to 1000").with_detail(v.to_string())
+                    })?,
+                };
+                let report = self.deliver_events_slice(max).await?;
+                Ok(Reply::json(StatusCode::OK, &to_json(&report)?))
+            }
+            (Some("gc" | "du" | "events"), m) => Err(Error::new(ErrorCode::MethodNotAllowed).with_detail(m.as_str().to_string())),
             _ => Err(Error::new(ErrorCode::NotFound).with_detail(path.chars().take(100).collect::<String>())),
         }
     }

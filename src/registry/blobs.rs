@@ -7,6 +7,7 @@
 use super::{header, keys, Registry};
 use crate::api::{Body, Reply};
 use crate::error::{Error, ErrorCode, Result};
+use crate::events::{self, Action};
 use crate::spec::range::ByteRangeSpec;
 use crate::spec::{Digest, RepositoryName};
 use bytes::Bytes;
@@ -122,7 +123,10 @@ impl Registry {
         let link = self.blob_link(name, &digest).await?.ok_or_else(unknown)?;
         let size = link.size;
         let key = link.data_key(&digest);
-        let common = |r: Reply| r.header("docker-content-digest", digest.to_string()).header("accept-ranges", "bytes");
+        let target = events::blob_target(name.as_str(), &digest.to_string(), size);
+        let common = |r: Reply| {
+            r.header("docker-content-digest", digest.to_string()).header("accept-ranges", "bytes").with_event(Action::Pull, target.clone())
+        };
 
         let range = header(headers, "range").and_then(ByteRangeSpec::parse);
         let redirect_serves_range = match range {
@@ -154,6 +158,7 @@ impl Registry {
                 (http::header::CONTENT_LENGTH, len.to_string()),
             ],
             body: Body::Empty,
+            event: None,
         };
         if let Some(r) = range {
             reply = reply.header("content-range", format!("bytes {}-{}/{size}", r.start, r.end));
@@ -173,6 +178,7 @@ impl Registry {
         }
         // Only the link goes: other repositories may share the bytes. Unlinked bytes are garbage collection's.
         self.meta.delete(&keys::blob_link(name, &digest)).await?;
-        Ok(Reply::empty(StatusCode::ACCEPTED).header("docker-content-digest", digest.to_string()))
+        let target = events::Target { repository: name.to_string(), digest: digest.to_string(), ..events::Target::default() };
+        Ok(Reply::empty(StatusCode::ACCEPTED).header("docker-content-digest", digest.to_string()).with_event(Action::Delete, target))
     }
 }

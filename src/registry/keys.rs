@@ -12,7 +12,10 @@
 //!               the manifest: the reverse index a delete by digest lists), `repositories/<name>/_ti/ready` (every
 //!               tag of the repository is in the reverse index), `_catalog/<name>`, `_uploads/<id>` (session),
 //!               `_cursors/uploads-purge` (where the next purge slice starts),
-//!               `_health/probe` (never written: read by the health check).
+//!               `_health/probe` (never written: read by the health check),
+//!               `_events/outbox/<endpoint>/<stamp>-<random>` (an event owed to a notification endpoint, in order),
+//!               `_events/state/<endpoint>` (an endpoint's failures in a row and when to try again),
+//!               `_events/dead/<endpoint>/<stamp>-<random>` (an event given up on, with why).
 //!
 //! Name components never start with `_`, so a repository's `_tags/` prefix can never list a nested repository's keys.
 
@@ -104,3 +107,18 @@ pub fn upload(id: &str) -> String {
 /// The key the health check reads: never written, so reading it costs one small lookup on every backend (a 404 from
 /// an object store, a missing file) and proves the store answers.
 pub const HEALTH_PROBE: &str = "_health/probe";
+
+/// Notification events owed to endpoint `endpoint` (an [`crate::events::endpoint_key`]), in delivery order.
+pub fn outbox_prefix(endpoint: &str) -> String {
+    format!("_events/outbox/{endpoint}/")
+}
+
+/// The delivery state of endpoint `endpoint` (failures in a row, when to try again).
+pub fn endpoint_state(endpoint: &str) -> String {
+    format!("_events/state/{endpoint}")
+}
+
+/// The prefix of the events given up on for endpoint `endpoint`.
+pub fn dead_letter_prefix(endpoint: &str) -> String {
+    format!("_events/dead/{endpoint}/")
+}

@@ -22,6 +22,7 @@
 use super::{header, keys, Registry};
 use crate::api::{Body, Reply};
 use crate::error::{Error, ErrorCode, Result};
+use crate::events::{self, Action};
 use crate::spec::manifest::{self, Descriptor, MAX_MANIFEST_SIZE};
 use crate::spec::{Algorithm, Digest, Reference, RepositoryName, Tag};
 use crate::storage::Precondition;
@@ -155,9 +156,15 @@ impl Registry {
     pub(super) async fn get_manifest(&self, name: &RepositoryName, reference: &str) -> Result<Reply> {
         let reference = parse_existing(reference)?;
         let (digest, record) = self.resolve(name, &reference).await?;
+        let tag = match &reference {
+            Reference::Tag(t) => Some(t.to_string()),
+            Reference::Digest(_) => None,
+        };
+        let target = events::manifest_target(name.as_str(), &digest.to_string(), &record.header.media_type, record.bytes.len() as u64, tag.as_deref());
         Ok(Reply::bytes(StatusCode::OK, &record.header.media_type, record.bytes)
             .header("docker-content-digest", digest.to_string())
-            .header("etag", format!("\"{digest}\"")))
+            .header("etag", format!("\"{digest}\""))
+            .with_event(Action::Pull, target))
     }
 
     pub(super) async fn put_manifest(&self, name: &RepositoryName, reference: &str, headers: &HeaderMap, mut body: Body) -> Result<Reply> {
@@ -282,9 +289,22 @@ impl Registry {
             }
         }
 
+        let tag = match &reference {
+            Reference::Tag(t) => Some(t.to_string()),
+            Reference::Digest(_) => None,
+        };
+        let mut target = events::manifest_target(name.as_str(), &digest.to_string(), &info.media_type, bytes.len() as u64, tag.as_deref());
+        target.references = Some(
+            info.blobs
+                .iter()
+                .chain(info.manifests.iter())
+                .map(|r| events::Reference { media_type: String::new(), size: r.size, digest: r.digest.to_string() })
+                .collect(),
+        );
         let mut reply = Reply::empty(StatusCode::CREATED)
             .header("location", format!("/v2/{name}/manifests/{digest}"))
-            .header("docker-content-digest", digest.to_string());
+            .header("docker-content-digest", digest.to_string())
+            .with_event(Action::Push, target);
         if let Some(subject) = &info.subject {
             reply = reply.header("oci-subject", subject.digest.to_string());
         }
@@ -368,13 +388,17 @@ impl Registry {
         self.require_delete_enabled()?;
         let reference = parse_existing(reference)?;
         let unknown = || Error::new(ErrorCode::ManifestUnknown).with_detail(reference.to_string());
+        let mut target = events::Target { repository: name.to_string(), ..events::Target::default() };
         match &reference {
             Reference::Tag(t) => {
                 let key = keys::tag(name, t);
-                if self.meta.get(&key).await?.is_none() {
-                    return Err(unknown());
-                }
+                let Some(raw) = self.meta.get(&key).await? else { return Err(unknown()) };
                 self.meta.delete(&key).await?;
+                target.tag = Some(t.to_string());
+                // What the tag pointed at, for the event (a corrupt value does not stop the delete).
+                if let Ok(TagTarget::Record(d, _) | TagTarget::Digest(d)) = tag_target(&raw) {
+                    target.digest = d.to_string();
+                }
             }
             Reference::Digest(d) => {
                 let record = self.manifest_record(name, d).await?.ok_or_else(unknown)?;
@@ -389,8 +413,10 @@ impl Registry {
                     self.meta.delete(&keys::referrer(name, subject, d)).await?;
                 }
                 self.meta.delete(&keys::manifest(name, d)).await?;
+                target.digest = d.to_string();
+                target.media_type = record.header.media_type.clone();
             }
         }
-        Ok(Reply::empty(StatusCode::ACCEPTED))
+        Ok(Reply::empty(StatusCode::ACCEPTED).with_event(Action::Delete, target))
     }
 }

@@ -272,11 +272,17 @@ impl Registry {
         }
     }
 
-    /// A cached manifest record as a reply.
-    fn manifest_reply(digest: &Digest, media_type: &str, bytes: Bytes) -> Reply {
+    /// A manifest as a reply (with the pull event notifications report).
+    fn manifest_reply(name: &RepositoryName, reference: &Reference, digest: &Digest, media_type: &str, bytes: Bytes) -> Reply {
+        let tag = match reference {
+            Reference::Tag(t) => Some(t.to_string()),
+            Reference::Digest(_) => None,
+        };
+        let target = crate::events::manifest_target(name.as_str(), &digest.to_string(), media_type, bytes.len() as u64, tag.as_deref());
         Reply::bytes(StatusCode::OK, media_type, bytes)
             .header("docker-content-digest", digest.to_string())
             .header("etag", format!("\"{digest}\""))
+            .with_event(crate::events::Action::Pull, target)
     }
 
     /// Store a verified upstream manifest as a record (and, for a tag, the tag's copy and index entry).
@@ -316,7 +322,7 @@ impl Registry {
         if let Some(record) = &cached {
             let fresh = matches!(reference, Reference::Digest(_)) || record.header.fetched.is_some_and(|f| now < f.saturating_add(ttl));
             if let (true, Some(d)) = (fresh, &record.header.digest) {
-                return Ok(Self::manifest_reply(d, &record.header.media_type, record.bytes.clone()));
+                return Ok(Self::manifest_reply(name, &reference, d, &record.header.media_type, record.bytes.clone()));
             }
         }
         let path = format!("{repo}/manifests/{reference}");
@@ -325,7 +331,7 @@ impl Registry {
             let stale = |why: String| {
                 let d = record.header.digest.clone();
                 d.map(|d| {
-                    Self::manifest_reply(&d, &record.header.media_type, record.bytes.clone())
+                    Self::manifest_reply(name, &reference, &d, &record.header.media_type, record.bytes.clone())
                         .header("warning", format!("110 pier \"stale: {}\"", why.replace('"', "'")))
                 })
             };
@@ -336,7 +342,7 @@ impl Registry {
                         let mut header = RecordHeader { fetched: Some(now), ..clone_header(&record.header) };
                         header.gc = None;
                         self.meta.put(&keys::tag(name, t), encode_record(&header, &record.bytes)?).await?;
-                        return Ok(Self::manifest_reply(d, &record.header.media_type, record.bytes.clone()));
+                        return Ok(Self::manifest_reply(name, &reference, d, &record.header.media_type, record.bytes.clone()));
                     }
                 }
                 Ok(resp) if resp.status == 404 => return Err(unknown()),
@@ -386,7 +392,7 @@ impl Registry {
             Reference::Digest(_) => None,
         };
         self.cache_manifest(name, &expected, &media_type, &bytes, tag).await?;
-        Ok(Self::manifest_reply(&expected, &media_type, bytes))
+        Ok(Self::manifest_reply(name, &reference, &expected, &media_type, bytes))
     }
 
     /// GET/HEAD of a blob in a mirrored repository: from the cache, or fetched, verified and cached first.
@@ -440,7 +446,10 @@ impl Registry {
                 headers.push((http::header::CONTENT_LENGTH, n.to_string()));
             }
             let body = Body::Stream(super::tee::Tee::new(resp.body, target, length).into_stream());
-            return Ok(Reply { status: StatusCode::OK, headers, body }.header("docker-content-digest", parsed.to_string()));
+            let target = crate::events::blob_target(name.as_str(), &parsed.to_string(), length.unwrap_or(0));
+            return Ok(Reply { status: StatusCode::OK, headers, body, event: None }
+                .header("docker-content-digest", parsed.to_string())
+                .with_event(crate::events::Action::Pull, target));
         }
         // A small one (configs, small layers) is fetched whole through the upload machinery and verified before the
         // client gets a byte: a lying upstream is refused outright.

@@ -7,6 +7,9 @@
 //! Operations live here too, so every platform has them: `/health` answers before routing and access control (see
 //! `health`), read-only mode (`Config::read_only`) refuses writes before anything else looks at them, and every
 //! request gets an `X-Request-Id` and one [`RequestLog`] record handed to [`Environment::log_request`].
+//!
+//! Notifications: a handler says what it did in its reply ([`crate::events::EventDraft`]); `handle` records the
+//! event (the outbox or the platform's sink, see `notify`) after the store operation and before answering.
 
 mod admin;
 pub(crate) mod blobs;
@@ -17,6 +20,7 @@ mod health;
 pub mod keys;
 pub(crate) mod manifests;
 pub mod mirror;
+pub mod notify;
 mod tee;
 pub mod request_log;
 #[cfg(test)]
@@ -25,6 +29,8 @@ mod bounds_tests;
 mod fault_tests;
 #[cfg(test)]
 mod gc_tests;
+#[cfg(test)]
+mod notify_tests;
 #[cfg(test)]
 mod ops_tests;
 #[cfg(test)]
@@ -78,6 +84,11 @@ pub trait Environment {
     /// Write the record of one answered request (the platform picks the form: [`RequestLog::to_json`] or
     /// [`RequestLog::to_text`]). The default drops it, for environments without logs (tests, benchmarks).
     fn log_request(&self, _record: &RequestLog) {}
+    /// A timer: a future that completes after `duration`, where the platform has one (bounds a webhook delivery's
+    /// time). `None` (the default): deliveries wait for the platform's own timeouts.
+    fn sleep(&self, _duration: std::time::Duration) -> Option<LocalBoxFuture<'static, ()>> {
+        None
+    }
 }
 
 /// The registry core.
@@ -91,6 +102,7 @@ pub struct Registry {
     /// Outbound HTTP for the pull-through cache (see `mirror`), when the platform gives one.
     upstream_http: Option<Rc<dyn crate::storage::http::HttpClient>>,
     upstream_tokens: mirror::TokenCache,
+    notifier: Option<notify::Notifier>,
 }
 
 /// Decoded query parameters (first value wins).
@@ -125,7 +137,13 @@ impl Registry {
             let verifier = env.clone();
             Authorizer::new(a, Secret::new(key)).with_password_check(Rc::new(move |hash, password| verifier.verify_password(hash, password)))
         });
-        Registry { objects, meta, config, env, auth, upstream_http: None, upstream_tokens: mirror::TokenCache::default() }
+        let notifier = config
+            .notifications
+            .active()
+            .next()
+            .is_some()
+            .then(|| notify::Notifier::new(config.notifications.clone(), notify::uuid(env.random_bytes())));
+        Registry { objects, meta, config, env, auth, notifier, upstream_http: None, upstream_tokens: mirror::TokenCache::default() }
     }
 
     /// Give the registry an outbound HTTP client for the pull-through cache (`REGISTRY_PROXY_REMOTEURL`,
@@ -148,7 +166,16 @@ impl Registry {
             request_log::client_request_id(req.headers()).unwrap_or_else(|| request_log::new_request_id(self.env.random_bytes()));
         let mut record = RequestLog::start(&req, request_id, start);
         let is_head = req.method() == Method::HEAD;
-        let reply = match self.dispatch(req, &mut record).await {
+        // What an event needs from the request, taken before the request is consumed (only when someone listens).
+        let facts = self.notifier.as_ref().map(|_| {
+            let h = |n: &str| header(req.headers(), n).unwrap_or_default().chars().take(256).collect::<String>();
+            let scheme = match header(req.headers(), "x-forwarded-proto") {
+                Some("https") => "https",
+                _ => "http",
+            };
+            (h("host"), h("user-agent"), scheme)
+        });
+        let mut reply = match self.dispatch(req, &mut record).await {
             Ok(r) => r,
             Err(e) => {
                 if e.status().is_server_error() {
@@ -160,6 +187,20 @@ impl Registry {
         if record.route == RouteKind::Token && reply.status.is_success() {
             if let crate::api::Body::Full(body) = &reply.body {
                 record.user = request_log::issued_token_subject(body);
+            }
+        }
+        if let (Some(draft), Some((host, useragent, scheme))) = (reply.event.take(), facts) {
+            if reply.status.is_success() || reply.status.is_redirection() {
+                let request = crate::events::RequestFacts {
+                    id: record.request_id.clone(),
+                    addr: record.client.map(|c| c.to_string()).unwrap_or_default(),
+                    host,
+                    method: record.method.clone(),
+                    useragent,
+                };
+                if !(is_head && draft.action == crate::events::Action::Pull) {
+                    self.record_event(draft, request, record.user.clone().unwrap_or_default(), scheme).await;
+                }
             }
         }
         let reply = reply.header(REQUEST_ID_HEADER, record.request_id.clone());

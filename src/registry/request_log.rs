@@ -345,7 +345,7 @@ mod tests {
         assert_eq!(log.bytes_out, Some(0));
         log.finish(&Reply::bytes(StatusCode::OK, "x", bytes::Bytes::from_static(b"12345")), false, log.start_millis);
         assert_eq!(log.bytes_out, Some(5));
-        let stream = Reply { status: StatusCode::OK, headers: vec![], body: Body::Stream(Box::pin(futures::stream::empty())) };
+        let stream = Reply { status: StatusCode::OK, headers: vec![], body: Body::Stream(Box::pin(futures::stream::empty())), event: None };
         log.finish(&stream, false, log.start_millis);
         assert_eq!(log.bytes_out, None);
     }

@@ -60,6 +60,7 @@ use super::{header, keys, Query, Registry};
 use crate::api::{Body, Reply};
 use crate::auth::{Access, Actions};
 use crate::error::{Error, ErrorCode, Result};
+use crate::events::{self, Action};
 use crate::spec::range::{upload_range_header, ChunkRange};
 use crate::spec::{Algorithm, Digest, RepositoryName};
 use crate::storage::Precondition;
@@ -600,7 +601,9 @@ impl Registry {
                         // The new link depends on the blob's record: revive it if the collector marked it; if the
                         // bytes are going away, take the link back and fall back to an upload.
                         if self.revive(&keys::blob_record(&digest)).await? {
-                            return Ok(blob_created(name, &digest));
+                            let mut target = events::blob_target(name.as_str(), &digest.to_string(), link.size);
+                            target.from_repository = Some(from.to_string());
+                            return Ok(blob_created(name, &digest).with_event(Action::Mount, target));
                         }
                         self.meta.delete(&keys::blob_link(name, &digest)).await?;
                     }
@@ -617,8 +620,9 @@ impl Registry {
                 Ok(n) => n,
                 Err(e) => return Err(refuse(body, e).await),
             };
-            self.store_blob(name, &digest, body, expected).await?;
-            return Ok(blob_created(name, &digest));
+            let size = self.store_blob(name, &digest, body, expected).await?;
+            let target = events::blob_target(name.as_str(), &digest.to_string(), size);
+            return Ok(blob_created(name, &digest).with_event(Action::Push, target));
         }
         let session = self.new_session(name);
         let created = self.meta.put_if(&keys::upload(&session.id), encode_session(&session)?, &Precondition::Absent).await?;
@@ -631,7 +635,7 @@ impl Registry {
     /// Store `body` as blob `digest` of `name` in one go (a single-shot upload, a mirrored blob): streamed through
     /// a session that is saved only if the body needs a multipart upload, verified, then linked. Nothing is linked
     /// or recorded unless the bytes hash to `digest` (and are `expected` long, when given).
-    pub(super) async fn store_blob(&self, name: &RepositoryName, digest: &Digest, body: Body, expected: Option<u64>) -> Result<()> {
+    pub(super) async fn store_blob(&self, name: &RepositoryName, digest: &Digest, body: Body, expected: Option<u64>) -> Result<u64> {
         let mut session = self.new_session(name);
         let token = crate::spec::digest::to_hex(&self.env.random_bytes());
         session.claim = new_claim(&token, self.env.now_unix());
@@ -645,7 +649,7 @@ impl Registry {
             self.discard(&session).await;
             return Err(e);
         }
-        Ok(())
+        Ok(session.offset)
     }
 
     pub(super) async fn upload_status(&self, name: &RepositoryName, id: &str) -> Result<Reply> {
@@ -693,11 +697,12 @@ impl Registry {
         };
         let writer = self.claim_and_write(name, id, headers, body).await?;
         let token = writer.token.clone();
+        let size = writer.session.offset;
         if let Err(e) = writer.finish(name, &digest, true, self.env.now_unix()).await {
             self.release_claim(id, &token).await;
             return Err(e);
         }
-        Ok(blob_created(name, &digest))
+        Ok(blob_created(name, &digest).with_event(Action::Push, events::blob_target(name.as_str(), &digest.to_string(), size)))
     }
 
     /// Remove claim `token` from session `id` if the stored claim is still that one. Reads the session back rather

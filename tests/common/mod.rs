@@ -38,6 +38,15 @@ pub const ALL_MANIFEST_TYPES: &str = "application/vnd.oci.image.manifest.v1+json
 
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The `pier` binary under test: cargo's, or `PIER_TEST_BIN` (a copy kept aside when several worktrees share one
+/// target directory and another build may replace cargo's binary while the tests run).
+pub fn pier_bin() -> PathBuf {
+    match std::env::var_os("PIER_TEST_BIN").filter(|v| !v.is_empty()) {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_pier")),
+    }
+}
+
 /// A running registry under test: a child `pier` process, or the external one named by `PIER_TEST_URL`.
 pub struct Server {
     /// Base URL without a trailing slash, e.g. `http://127.0.0.1:41234`.
@@ -100,7 +109,7 @@ pub fn tls_client_config(ca_pem: &str) -> Arc<tokio_rustls::rustls::ClientConfig
 /// Runs `pier serve ARGS` with `env`, expecting it to stop by itself (a bad configuration): its exit status and
 /// everything it wrote to stderr. Panics if it is still running after 30 s (it is killed by PID first).
 pub fn serve_until_exit(args: &[&str], env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pier"))
+    let mut child = Command::new(pier_bin())
         .arg("serve")
         .args(args)
         .envs(env.iter().copied())
@@ -241,7 +250,7 @@ impl Server {
     /// `cwd` if given; `ca_pem` makes the test's client trust that CA, for a server that listens on `https://`.
     /// Never uses `PIER_TEST_URL`.
     pub fn start_serve(args: &[&str], env: &[(&str, &str)], cwd: Option<&Path>, ca_pem: Option<&str>) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pier"));
+        let mut cmd = Command::new(pier_bin());
         cmd.arg("serve").args(args).envs(env.iter().copied());
         if let Some(dir) = cwd {
             cmd.current_dir(dir);
@@ -250,7 +259,7 @@ impl Server {
     }
 
     fn spawn_env(root: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pier"));
+        let mut cmd = Command::new(pier_bin());
         cmd.envs(env.iter().copied());
         cmd.arg("serve").arg("--addr").arg("127.0.0.1:0");
         if let Some(root) = root {
