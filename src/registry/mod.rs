@@ -244,6 +244,13 @@ impl Registry {
                 "the registry is in read-only mode (maintenance): pushes and deletes are refused, pulls work",
             ));
         }
+        // A mirrored repository is pull-only: the same answer for everyone, before access control (like read-only).
+        let mirrored = self.config.mirror.as_ref().is_some_and(|m| route.repository().is_some_and(|n| m.route(n.as_str()).is_some()));
+        if mirrored && is_write(&parts.method) {
+            let mut body = body;
+            body.drain(AUTH_DRAIN_LIMIT).await;
+            return Err(Error::msg(ErrorCode::Unsupported, "this repository is a mirror of an upstream registry: it is pull-only"));
+        }
         if self.auth.is_none() && self.config.anonymous_write == Some(false) && is_write(&parts.method) {
             let mut body = body;
             body.drain(AUTH_DRAIN_LIMIT).await;
@@ -275,11 +282,6 @@ impl Registry {
         // A mirrored repository: manifests and blobs come through the pull-through cache, writes are refused; tag
         // lists and referrers show what is cached.
         if let Some((up, repo)) = self.config.mirror.as_ref().and_then(|m| route.repository().and_then(|n| m.route(n.as_str()))) {
-            if is_write(&method) {
-                let mut body = body;
-                body.drain(AUTH_DRAIN_LIMIT).await;
-                return Err(Error::msg(ErrorCode::Unsupported, "this repository is a mirror of an upstream registry: it is pull-only"));
-            }
             match (&route, head) {
                 (Route::Manifest { name, reference }, _) => return self.mirrored_manifest(name, up, &repo, reference, head).await,
                 (Route::Blob { name, digest }, _) => return self.mirrored_blob(name, up, &repo, digest, headers, head).await,
