@@ -137,8 +137,17 @@ fn into_core(req: IncomingRequest) -> Result<Request, Error> {
     };
     let path = req.path_with_query().unwrap_or_else(|| "/".to_string());
     let mut builder = http::Request::builder().method(method.clone()).uri(path);
+    let mut has_host = false;
     for (name, value) in req.headers().entries() {
+        has_host |= name.eq_ignore_ascii_case("host");
         builder = builder.header(name, value);
+    }
+    // Some hosts (wasmtime serve) pass the request's authority apart from its headers: the core reads the Host
+    // header for token realms and the web UI's pull commands.
+    if !has_host {
+        if let Some(authority) = req.authority() {
+            builder = builder.header("host", authority);
+        }
     }
     let body = if matches!(method, http::Method::GET | http::Method::HEAD | http::Method::DELETE) {
         Body::Empty
