@@ -46,7 +46,17 @@ pub const BUCKET_BINDING: &str = "BUCKET";
 pub const META_PREFIX: &str = "meta/";
 
 /// Time, randomness and logs from the Workers runtime.
-pub struct WorkersEnvironment;
+pub struct WorkersEnvironment {
+    /// Whether each request's log line goes to the console (`PIER_REQUEST_LOG`; see [`request_logs_wanted`]).
+    request_logs: bool,
+}
+
+/// Request log lines on Workers are opt-in (`PIER_REQUEST_LOG=json`, with `[observability] enabled = true` for
+/// Workers Logs to keep them): a `console.log` per request is not free, and under `wrangler dev` it more than halves
+/// the request rate of the read path (measured with `scripts/bench workers`). Errors are always logged.
+fn request_logs_wanted(env: &Env) -> bool {
+    setting(env, "PIER_REQUEST_LOG").is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "json" | "true" | "on"))
+}
 
 impl Environment for WorkersEnvironment {
     fn now_unix(&self) -> u64 {
@@ -72,7 +82,9 @@ impl Environment for WorkersEnvironment {
     }
 
     fn log_request(&self, record: &RequestLog) {
-        worker::console_log!("{}", record.to_json());
+        if self.request_logs {
+            worker::console_log!("{}", record.to_json());
+        }
     }
 
     fn sleep(&self, duration: std::time::Duration) -> Option<futures::future::LocalBoxFuture<'static, ()>> {
@@ -215,7 +227,7 @@ fn build_core_registry(env: &Env) -> Result<Registry, Error> {
     // The pull-through cache fetches its upstreams with `fetch`.
     let with_mirror = |r: Registry| if r.config().mirror.is_some() { r.with_upstream_client(Rc::new(WorkersHttpClient)) } else { r };
     if let Some((objects, meta)) = configured_stores(env)? {
-        return Ok(with_mirror(Registry::new(objects, meta, config, Rc::new(WorkersEnvironment))));
+        return Ok(with_mirror(Registry::new(objects, meta, config, Rc::new(WorkersEnvironment { request_logs: request_logs_wanted(env) }))));
     }
     let bucket = env
         .bucket(BUCKET_BINDING)
@@ -229,7 +241,7 @@ fn build_core_registry(env: &Env) -> Result<Registry, Error> {
         Rc::new(objects),
         Rc::new(R2MetaStore::new(meta_bucket, META_PREFIX)),
         config,
-        Rc::new(WorkersEnvironment),
+        Rc::new(WorkersEnvironment { request_logs: request_logs_wanted(env) }),
     )))
 }
 
