@@ -11,31 +11,12 @@ use crate::storage::faulty::FaultPlan;
 use crate::storage::memory::{MemoryMetaStore, MemoryObjectStore};
 use bytes::Bytes;
 use futures::executor::block_on;
-use std::cell::Cell;
+use super::test_env::{body, TestEnv};
 
 /// The most store calls any single request may make.
 const BOUND: u64 = 40;
 const TAGS: usize = 5_000;
 const REFERRERS: usize = 2_000;
-
-struct Env {
-    n: Cell<u64>,
-}
-
-impl Environment for Env {
-    fn now_unix(&self) -> u64 {
-        1_000_000
-    }
-    fn random_bytes(&self) -> [u8; 16] {
-        self.n.set(self.n.get() + 1);
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&self.n.get().to_le_bytes());
-        b
-    }
-    fn log_error(&self, m: &str) {
-        panic!("unexpected server error: {m}");
-    }
-}
 
 struct Fixture {
     reg: Registry,
@@ -57,7 +38,7 @@ impl Fixture {
         let plan = FaultPlan::counting();
         let (objects, meta) = plan.wrap(Rc::new(MemoryObjectStore::new()), Rc::new(MemoryMetaStore::new()));
         let config = Config { delete_enabled: true, ..Config::default() };
-        Fixture { reg: Registry::new(objects, meta, config, Rc::new(Env { n: Cell::new(0) })), plan }
+        Fixture { reg: Registry::new(objects, meta, config, Rc::new(TestEnv::at(1_000_000))), plan }
     }
 
     fn send(&self, req: Request) -> Response {
@@ -86,15 +67,6 @@ impl Fixture {
         let r = self.send(request(Method::PUT, &format!("/v2/{repo}/manifests/{reference}"), Some(OCI_MANIFEST), bytes.to_vec()));
         assert_eq!(r.status(), StatusCode::CREATED, "{}", String::from_utf8_lossy(&body(r)));
     }
-}
-
-fn body(resp: Response) -> Vec<u8> {
-    let mut b = resp.into_body();
-    let mut out = Vec::new();
-    while let Some(c) = block_on(b.next_chunk()) {
-        out.extend_from_slice(&c.unwrap());
-    }
-    out
 }
 
 fn manifest(config: &str, layer: &str, note: &str, subject: Option<(&str, usize)>) -> Vec<u8> {

@@ -11,33 +11,13 @@ use crate::storage::faulty::FaultPlan;
 use crate::storage::memory::{MemoryMetaStore, MemoryObjectStore};
 use bytes::Bytes;
 use futures::executor::block_on;
-use std::cell::Cell;
-
-struct Env {
-    now: Cell<u64>,
-    n: Cell<u64>,
-}
-
-impl Environment for Env {
-    fn now_unix(&self) -> u64 {
-        self.now.get()
-    }
-    fn random_bytes(&self) -> [u8; 16] {
-        self.n.set(self.n.get() + 1);
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&self.n.get().to_le_bytes());
-        b
-    }
-    fn log_error(&self, m: &str) {
-        panic!("unexpected server error: {m}");
-    }
-}
+use super::test_env::{body, TestEnv};
 
 struct Fixture {
     reg: Registry,
     objects: Rc<MemoryObjectStore>,
     plan: Rc<FaultPlan>,
-    env: Rc<Env>,
+    env: Rc<TestEnv>,
 }
 
 fn request(method: Method, uri: &str, body: Vec<u8>) -> Request {
@@ -48,15 +28,6 @@ fn request(method: Method, uri: &str, body: Vec<u8>) -> Request {
         r.headers_mut().insert("content-type", OCI_MANIFEST.parse().unwrap());
     }
     r
-}
-
-fn body(resp: Response) -> Vec<u8> {
-    let mut b = resp.into_body();
-    let mut out = Vec::new();
-    while let Some(c) = block_on(b.next_chunk()) {
-        out.extend_from_slice(&c.unwrap());
-    }
-    out
 }
 
 fn manifest(blobs: &[&[u8]]) -> Vec<u8> {
@@ -75,7 +46,7 @@ impl Fixture {
         let objects = Rc::new(MemoryObjectStore::new());
         let plan = FaultPlan::counting();
         let (o, m) = plan.wrap(objects.clone(), Rc::new(MemoryMetaStore::new()));
-        let env = Rc::new(Env { now: Cell::new(1_000_000), n: Cell::new(0) });
+        let env = Rc::new(TestEnv::at(1_000_000));
         let config = Config { delete_enabled: true, part_size: 64, ..Config::default() };
         Fixture { reg: Registry::new(o, m, config, env.clone()), objects, plan, env }
     }

@@ -30,6 +30,8 @@ mod fault_tests;
 #[cfg(test)]
 mod gc_tests;
 #[cfg(test)]
+mod test_env;
+#[cfg(test)]
 mod notify_tests;
 #[cfg(test)]
 mod ops_tests;
