@@ -51,7 +51,16 @@ pub struct Config {
     pub notifications: NotificationsConfig,
     /// Whether the web UI answers at `/` and `/ui/` (`PIER_UI`, default true; see [`crate::ui`]).
     pub ui: bool,
+    /// How long blob links and manifest records may be served from the read cache where a platform has one
+    /// (`PIER_EDGE_CACHE_TTL`, default 60 s, 0 turns it off; Workers; see [`crate::storage::cache`]).
+    pub edge_cache_ttl_secs: u64,
+    /// How long a tag may be served from the read cache (`PIER_TAG_CACHE_TTL`, default 0: tags are always read).
+    pub tag_cache_ttl_secs: u64,
 }
+
+/// Default lifetime of read-cache entries: long enough that a location's hot pulls rarely reach the store, short
+/// enough that a delete made elsewhere is seen within a minute.
+pub const DEFAULT_EDGE_CACHE_TTL_SECS: u64 = 60;
 
 impl Default for Config {
     fn default() -> Self {
@@ -71,6 +80,8 @@ impl Default for Config {
             mirror: None,
             notifications: NotificationsConfig::default(),
             ui: true,
+            edge_cache_ttl_secs: DEFAULT_EDGE_CACHE_TTL_SECS,
+            tag_cache_ttl_secs: 0,
         }
     }
 }
@@ -252,6 +263,12 @@ impl Config {
         // registry:2's override of the map's one key; the more specific setting wins, as in registry:2.
         if let Some(v) = lookup("REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED") {
             c.read_only = parse_bool("REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED", &v)?;
+        }
+        if let Some(v) = lookup("PIER_EDGE_CACHE_TTL") {
+            c.edge_cache_ttl_secs = parse_duration_secs("PIER_EDGE_CACHE_TTL", &v)?;
+        }
+        if let Some(v) = lookup("PIER_TAG_CACHE_TTL") {
+            c.tag_cache_ttl_secs = parse_duration_secs("PIER_TAG_CACHE_TTL", &v)?;
         }
         if let Some(v) = lookup("PIER_GC_ENABLED") {
             c.gc_enabled = parse_bool("PIER_GC_ENABLED", &v)?;

@@ -3,7 +3,8 @@
 //! cron calls; `?calls=N` bounds its store calls, default 500; `?grace=DURATION` overrides `PIER_GC_GRACE_PERIOD` for
 //! this slice), `GET /admin/du` (the storage report), `GET /admin/events` (per notification endpoint: events
 //! waiting, dead letters, failures in a row) and `POST /admin/events` (deliver one slice of the notification outboxes,
-//! `?max=N` entries per endpoint, default 100: what a wasi:http host's scheduler or an external cron calls).
+//! `?max=N` entries per endpoint, default 100: what a wasi:http host's scheduler or an external cron calls), and
+//! `GET /admin/cache` (this process's or isolate's read-cache counters, see `storage::cache`; `null` without one).
 //!
 //! Who may call them: with access control on, a caller allowed `registry:catalog` (the rules' admin); with it off, a
 //! loopback client, or anyone when the operator opened the registry to anonymous writes (`PIER_ANONYMOUS_WRITE=true`:
@@ -85,7 +86,8 @@ impl Registry {
                 let report = self.deliver_events_slice(max).await?;
                 Ok(Reply::json(StatusCode::OK, &to_json(&report)?))
             }
-            (Some("gc" | "du" | "events"), m) => Err(Error::new(ErrorCode::MethodNotAllowed).with_detail(m.as_str().to_string())),
+            (Some("cache"), &Method::GET | &Method::HEAD) => Ok(Reply::json(StatusCode::OK, &to_json(&self.cache_stats())?)),
+            (Some("gc" | "du" | "events" | "cache"), m) => Err(Error::new(ErrorCode::MethodNotAllowed).with_detail(m.as_str().to_string())),
             _ => Err(Error::new(ErrorCode::NotFound).with_detail(path.chars().take(100).collect::<String>())),
         }
     }

@@ -449,7 +449,8 @@ impl Registry {
                         if !slice.room_for(2) {
                             return Ok(false);
                         }
-                        let raw = self.meta.get(&key).await?;
+                        // Fresh from the store, never a cached copy: the facts read here (marks, push times) decide deletes.
+                        let raw = self.meta.get_versioned(&key).await?.map(|v| v.value);
                         slice.spend(1);
                         if let Some(raw) = raw {
                             if let Some(bytes) = record_bytes(&raw) {

@@ -43,12 +43,27 @@ const GRACE0: GcOptions = GcOptions { grace_secs: 0, dry_run: false, max_calls: 
 
 impl Fixture {
     fn new() -> Self {
+        Self::build(false)
+    }
+
+    /// With the read cache of Workers' memory tier in front of the metadata (see `storage::cache`).
+    fn cached() -> Self {
+        Self::build(true)
+    }
+
+    fn build(cached: bool) -> Self {
         let objects = Rc::new(MemoryObjectStore::new());
         let plan = FaultPlan::counting();
         let (o, m) = plan.wrap(objects.clone(), Rc::new(MemoryMetaStore::new()));
         let env = Rc::new(TestEnv::at(1_000_000));
         let config = Config { delete_enabled: true, part_size: 64, ..Config::default() };
-        Fixture { reg: Registry::new(o, m, config, env.clone()), objects, plan, env }
+        let mut reg = Registry::new(o, m, config, env.clone());
+        if cached {
+            let clock = env.clone();
+            let memory = Rc::new(crate::storage::cache::MemoryCache::new(Rc::new(move || clock.now.get())));
+            reg = reg.with_read_cache(memory, None, Rc::default());
+        }
+        Fixture { reg, objects, plan, env }
     }
 
     fn send(&self, req: Request) -> Response {
@@ -282,8 +297,23 @@ fn randomized_pushes_and_deletes_with_collection_running() {
     }
 }
 
+#[test]
+fn randomized_pushes_and_deletes_with_collection_running_behind_a_read_cache() {
+    let seeds: u64 = std::env::var("PIER_GC_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(6);
+    for seed in 1..=seeds {
+        let f = Fixture::cached();
+        let reg = randomized_run_with(seed, f);
+        let stats = reg.cache_stats().unwrap();
+        assert!(stats.memory_hits > 0 && stats.misses > 0, "seed {seed}: the cache took part ({stats:?})");
+    }
+}
+
 fn randomized_run(seed: u64) {
-    let f = Fixture::new();
+    randomized_run_with(seed, Fixture::new());
+}
+
+/// One randomized run; gives the registry back for the caller's own checks.
+fn randomized_run_with(seed: u64, f: Fixture) -> Registry {
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let layers: Vec<Vec<u8>> = (0..6).map(|i| format!("layer {i} of a shared pool").into_bytes()).collect();
     let repos = ["ra", "rb", "rc"];
@@ -424,6 +454,7 @@ fn randomized_run(seed: u64) {
             panic!("seed {seed}: {key} is stored but nothing references it; metadata: {dump:#?}");
         }
     }
+    f.reg
 }
 
 fn index(children: &[&[u8]]) -> Vec<u8> {
@@ -534,4 +565,43 @@ fn an_index_pushed_between_the_mark_and_the_manifest_sweep_keeps_its_child() {
     }
     assert!(f.pulls("r", &child_digest, &[cfg, layer]), "the index's child was collected");
     assert_eq!(f.status(Method::GET, "/v2/r/manifests/multi"), StatusCode::OK);
+}
+
+#[test]
+fn behind_a_read_cache_deletes_and_collection_are_seen_at_once_and_pushes_too() {
+    let f = Fixture::cached();
+    let blobs: [&[u8]; 2] = [b"cached config", b"cached layer"];
+    let digest = f.push_image("rc", "v1", &blobs);
+    let layer = Algorithm::Sha256.digest(blobs[1]).to_string();
+    for _ in 0..3 {
+        assert_eq!(f.status(Method::GET, &format!("/v2/rc/manifests/{digest}")), StatusCode::OK);
+        assert_eq!(f.status(Method::HEAD, &format!("/v2/rc/blobs/{layer}")), StatusCode::OK);
+    }
+    let s = f.reg.cache_stats().unwrap();
+    assert!(s.memory_hits >= 4, "repeated reads come from memory: {s:?}");
+    let calls = f.plan.calls();
+    assert_eq!(f.status(Method::HEAD, &format!("/v2/rc/blobs/{layer}")), StatusCode::OK);
+    assert_eq!(f.plan.calls(), calls, "a cached blob HEAD makes no store call");
+
+    // A delete is seen by the next read.
+    assert_eq!(f.status(Method::DELETE, &format!("/v2/rc/blobs/{layer}")), StatusCode::ACCEPTED);
+    assert_eq!(f.status(Method::HEAD, &format!("/v2/rc/blobs/{layer}")), StatusCode::NOT_FOUND);
+    assert_eq!(f.status(Method::DELETE, &format!("/v2/rc/manifests/{digest}")), StatusCode::ACCEPTED);
+    assert_eq!(f.status(Method::GET, &format!("/v2/rc/manifests/{digest}")), StatusCode::NOT_FOUND);
+    assert_eq!(f.status(Method::GET, "/v2/rc/manifests/v1"), StatusCode::NOT_FOUND);
+
+    // Collection removes the rest; a cached read of the config's link never outlives its bytes.
+    let config = Algorithm::Sha256.digest(blobs[0]).to_string();
+    assert_eq!(f.status(Method::HEAD, &format!("/v2/rc/blobs/{config}")), StatusCode::OK);
+    for _ in 0..4 {
+        f.gc();
+    }
+    assert_eq!(f.status(Method::HEAD, &format!("/v2/rc/blobs/{config}")), StatusCode::NOT_FOUND);
+    assert!(!f.has_bytes(blobs[0]));
+
+    // Pushed again: visible at once (absences are never cached).
+    let again = f.push_image("rc", "v1", &blobs);
+    assert_eq!(again, digest);
+    assert!(f.pulls("rc", "v1", &blobs));
+    assert_eq!(f.status(Method::GET, &format!("/v2/rc/manifests/{digest}")), StatusCode::OK);
 }

@@ -23,6 +23,7 @@ pub mod mirror;
 pub mod notify;
 mod tee;
 pub mod request_log;
+mod read_cache;
 #[cfg(test)]
 mod bounds_tests;
 #[cfg(test)]
@@ -105,6 +106,8 @@ pub struct Registry {
     upstream_http: Option<Rc<dyn crate::storage::http::HttpClient>>,
     upstream_tokens: mirror::TokenCache,
     notifier: Option<notify::Notifier>,
+    /// The read cache's counters, when `meta` has one in front (see `read_cache`).
+    cache_stats: Option<Rc<std::cell::Cell<crate::storage::cache::CacheStats>>>,
 }
 
 /// Decoded query parameters (first value wins).
@@ -145,7 +148,7 @@ impl Registry {
             .next()
             .is_some()
             .then(|| notify::Notifier::new(config.notifications.clone(), notify::uuid(env.random_bytes())));
-        Registry { objects, meta, config, env, auth, notifier, upstream_http: None, upstream_tokens: mirror::TokenCache::default() }
+        Registry { objects, meta, config, env, auth, notifier, upstream_http: None, upstream_tokens: mirror::TokenCache::default(), cache_stats: None }
     }
 
     /// Give the registry an outbound HTTP client for the pull-through cache (`REGISTRY_PROXY_REMOTEURL`,

@@ -13,6 +13,7 @@
 //! check and the write are one atomic step in the store, never a read followed by a write in Pier.
 
 pub mod azure;
+pub mod cache;
 pub mod config;
 pub mod faulty;
 pub mod http;
@@ -62,6 +63,17 @@ pub struct Versioned {
     pub value: Bytes,
     /// Opaque: an etag, a generation, a content hash. Equal versions mean an unchanged value.
     pub version: String,
+}
+
+/// What [`MetaStore::get_unless`] found.
+#[derive(Debug, Clone)]
+pub enum Revalidated {
+    /// The key still holds the version the caller has.
+    Unchanged,
+    /// The key holds another value now.
+    Changed(Versioned),
+    /// The key is gone.
+    Absent,
 }
 
 /// Blob storage: an object store with multipart uploads.
@@ -160,6 +172,16 @@ pub trait MetaStore {
     /// Keys under `prefix` (which ends with `/`), in lexical order, strictly after `start_after` (a full key), at
     /// most `limit` of them.
     async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Vec<String>>;
+    /// The value under `key` unless it still holds `version`: [`Revalidated::Unchanged`] then (the caller's copy is
+    /// current). Backends with a conditional read (R2's `onlyIf`) answer an unchanged value without its bytes; the
+    /// default reads the value.
+    async fn get_unless(&self, key: &str, version: &str) -> Result<Revalidated> {
+        Ok(match self.get_versioned(key).await? {
+            None => Revalidated::Absent,
+            Some(v) if v.version == version => Revalidated::Unchanged,
+            Some(v) => Revalidated::Changed(v),
+        })
+    }
     /// Whether [`MetaStore::put_if`] is atomic (see [`ObjectStore::atomic_conditional_writes`]). Where it is not, the
     /// registry reads a claim back before it acts on it.
     fn atomic_conditional_writes(&self) -> bool {

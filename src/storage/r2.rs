@@ -13,7 +13,7 @@
 //! replaces only an unchanged object; a failed condition makes `put` return no object. R2 is strongly consistent and
 //! checks the condition atomically with the write.
 
-use super::{ByteStream, MetaStore, ObjectRead, ObjectStore, Precondition, Versioned};
+use super::{ByteStream, MetaStore, ObjectRead, ObjectStore, Precondition, Revalidated, Versioned};
 use crate::error::{Error, Result};
 use crate::spec::range::ByteRange;
 use crate::upload::PartRecord;
@@ -219,6 +219,18 @@ impl MetaStore for R2MetaStore {
 
     async fn put_if(&self, key: &str, value: Bytes, condition: &Precondition) -> Result<Option<String>> {
         put_if(&self.bucket, format!("{}{key}", self.prefix), value, condition).await
+    }
+
+    async fn get_unless(&self, key: &str, version: &str) -> Result<Revalidated> {
+        // A failed `etagDoesNotMatch` answers the object without its body: no bytes cross for an unchanged value.
+        let full = format!("{}{key}", self.prefix);
+        let unless = Conditional { etag_does_not_match: Some(version.to_string()), ..Conditional::default() };
+        let Some(object) = self.bucket.get(&full).only_if(unless).execute().await.map_err(|e| r2_err("get", e))? else {
+            return Ok(Revalidated::Absent);
+        };
+        let Some(body) = object.body() else { return Ok(Revalidated::Unchanged) };
+        let value = Bytes::from(body.bytes().await.map_err(|e| r2_err("read", e))?);
+        Ok(Revalidated::Changed(Versioned { value, version: object.etag() }))
     }
 
     async fn put(&self, key: &str, value: Bytes) -> Result<()> {
