@@ -207,3 +207,38 @@ fn tags_list_after_deleting_every_tag() {
     s.get(&format!("/v2/{repo}/manifests/{}", img.digest))
         .expect(200);
 }
+
+/// Reads first (where the registry has a read cache — Workers — they fill it), then deletes and a moved tag: every
+/// later read sees the change at once.
+#[test]
+fn deletes_and_tag_moves_are_seen_right_after_cached_reads() {
+    let s = Server::start();
+    let repo = unique("delcache");
+    let a = push_image(&s, &repo, "t", unique_seed());
+    let b = push_image(&s, &repo, "other", unique_seed());
+    let stats = || s.get("/admin/cache").json();
+    let before = stats();
+    for _ in 0..3 {
+        s.get(&format!("/v2/{repo}/manifests/{}", a.digest)).expect(200);
+        s.head(&format!("/v2/{repo}/blobs/{}", a.layer)).expect(200);
+        assert_eq!(s.get(&format!("/v2/{repo}/manifests/t")).header("docker-content-digest"), Some(a.digest.as_str()));
+    }
+    if let (Some(x), Some(y)) = (before["memory_hits"].as_u64(), stats()["memory_hits"].as_u64()) {
+        assert!(y >= x + 4, "repeated reads were answered from the cache ({x} -> {y})");
+    }
+
+    // The tag moves: the next read by tag follows it.
+    push_manifest(&s, &repo, "t", OCI_MANIFEST, &b.bytes);
+    assert_eq!(s.get(&format!("/v2/{repo}/manifests/t")).header("docker-content-digest"), Some(b.digest.as_str()));
+
+    s.delete(&format!("/v2/{repo}/blobs/{}", a.layer)).expect(202);
+    s.head(&format!("/v2/{repo}/blobs/{}", a.layer)).expect(404);
+    s.get(&format!("/v2/{repo}/blobs/{}", a.layer)).expect_error(404, "BLOB_UNKNOWN");
+    s.delete(&format!("/v2/{repo}/manifests/{}", a.digest)).expect(202);
+    s.get(&format!("/v2/{repo}/manifests/{}", a.digest)).expect_error(404, "MANIFEST_UNKNOWN");
+    s.head(&format!("/v2/{repo}/manifests/{}", a.digest)).expect(404);
+
+    // Deleted by tag: gone from reads by tag at once.
+    s.delete(&format!("/v2/{repo}/manifests/t")).expect(202);
+    s.get(&format!("/v2/{repo}/manifests/t")).expect_error(404, "MANIFEST_UNKNOWN");
+}
