@@ -222,15 +222,17 @@ impl MetaStore for R2MetaStore {
     }
 
     async fn get_unless(&self, key: &str, version: &str) -> Result<Revalidated> {
-        // A failed `etagDoesNotMatch` answers the object without its body: no bytes cross for an unchanged value.
+        // A head is the cheapest R2 read (measured under wrangler dev: cheaper than a get whose `onlyIf` fails); a
+        // changed value costs a get after it, which is rare for what is revalidated (tags).
         let full = format!("{}{key}", self.prefix);
-        let unless = Conditional { etag_does_not_match: Some(version.to_string()), ..Conditional::default() };
-        let Some(object) = self.bucket.get(&full).only_if(unless).execute().await.map_err(|e| r2_err("get", e))? else {
-            return Ok(Revalidated::Absent);
-        };
-        let Some(body) = object.body() else { return Ok(Revalidated::Unchanged) };
-        let value = Bytes::from(body.bytes().await.map_err(|e| r2_err("read", e))?);
-        Ok(Revalidated::Changed(Versioned { value, version: object.etag() }))
+        let Some(head) = self.bucket.head(&full).await.map_err(|e| r2_err("head", e))? else { return Ok(Revalidated::Absent) };
+        if head.etag() == version {
+            return Ok(Revalidated::Unchanged);
+        }
+        Ok(match self.get_versioned(key).await? {
+            Some(v) => Revalidated::Changed(v),
+            None => Revalidated::Absent,
+        })
     }
 
     async fn put(&self, key: &str, value: Bytes) -> Result<()> {
