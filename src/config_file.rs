@@ -535,6 +535,20 @@ mod tests {
     }
 
     #[test]
+    fn the_proxy_block_configures_the_mirror_and_its_expiry() {
+        let f = parse("version: 0.1\nproxy:\n  remoteurl: https://registry-1.docker.io\n  username: u\n  password: p\n  ttl: 72h0m0s\n");
+        assert!(f.warnings.is_empty(), "{:?}", f.warnings);
+        let c = Config::from_lookup(|k| f.get(k)).unwrap();
+        let m = c.mirror.expect("a mirror");
+        assert_eq!((m.upstreams[0].url.as_str(), m.ttl_secs), ("https://registry-1.docker.io", 72 * 3600));
+        // registry:2's default when unset, and 0 for never.
+        let ttl = |text: &str| Config::from_lookup(|k| parse(text).get(k)).unwrap().mirror.map(|m| m.ttl_secs);
+        assert_eq!(ttl("proxy:\n  remoteurl: http://up:5000\n"), Some(168 * 3600));
+        assert_eq!(ttl("proxy:\n  remoteurl: http://up:5000\n  ttl: 0\n"), Some(0));
+        assert!(Config::from_lookup(|k| parse("proxy:\n  remoteurl: http://up:5000\n  ttl: soon\n").get(k)).is_err());
+    }
+
+    #[test]
     fn drivers_as_plain_values_and_empty_files() {
         assert_eq!(parse("storage: inmemory\n").get("REGISTRY_STORAGE").as_deref(), Some("inmemory"));
         assert_eq!(parse("storage:\n  inmemory:\n").get("REGISTRY_STORAGE").as_deref(), Some("inmemory"));

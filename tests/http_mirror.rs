@@ -262,3 +262,129 @@ fn lying_upstream_of_size(size: usize) -> String {
     });
     format!("http://{addr}")
 }
+
+/// An upstream that serves `blobs` slowly (ten pieces, 100 ms apart) on a thread per connection, counting blob GETs
+/// per digest: concurrent first pulls through a mirror overlap for certain.
+fn slow_upstream(blobs: Vec<Vec<u8>>) -> (String, std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let gets = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+    let counted = gets.clone();
+    let blobs: std::collections::HashMap<String, Vec<u8>> = blobs.into_iter().map(|b| (sha256(&b), b)).collect();
+    let blobs = std::sync::Arc::new(blobs);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (blobs, counted) = (blobs.clone(), counted.clone());
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let mut buf = [0u8; 4096];
+                let n = stream.read(&mut buf).unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                let found = path.split("/blobs/").nth(1).and_then(|d| blobs.get(d).map(|b| (d.to_string(), b)));
+                match found {
+                    Some((digest, body)) => {
+                        let get = head.starts_with("GET ");
+                        if get {
+                            *counted.lock().unwrap().entry(digest).or_insert(0) += 1;
+                        }
+                        let _ = stream.write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes());
+                        if get {
+                            for piece in body.chunks(body.len().div_ceil(10)) {
+                                std::thread::sleep(std::time::Duration::from_millis(100));
+                                if stream.write_all(piece).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                    None => {
+                        let _ = stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}"), gets)
+}
+
+#[test]
+fn concurrent_first_pulls_of_a_blob_fetch_it_from_the_upstream_once() {
+    if skip_if_external("concurrent_first_pulls_of_a_blob_fetch_it_from_the_upstream_once") {
+        return;
+    }
+    // Parts of 64 KiB: one blob goes through the tee (streamed while stored), the other is fetched whole first.
+    let big = random_bytes(unique_seed(), 300 * 1024 + 7);
+    let small = random_bytes(unique_seed(), 40 * 1024);
+    let (url, gets) = slow_upstream(vec![big.clone(), small.clone()]);
+    let mirror = Server::start_with_env(&[("REGISTRY_PROXY_REMOTEURL", &url), ("PIER_UPLOAD_PART_SIZE", "64KiB")], &[]);
+    for blob in [&big, &small] {
+        let digest = sha256(blob);
+        let target = mirror.url(&format!("/v2/lib/app/blobs/{digest}"));
+        let pulls: Vec<_> = (0..4)
+            .map(|_| {
+                let target = target.clone();
+                std::thread::spawn(move || {
+                    let mut body = Vec::new();
+                    let resp = ureq::get(&target).call().expect("pull");
+                    resp.into_reader().read_to_end(&mut body).expect("body");
+                    body
+                })
+            })
+            .collect();
+        for p in pulls {
+            assert_eq!(sha256(&p.join().unwrap()), digest, "a pull got wrong bytes");
+        }
+        assert_eq!(gets.lock().unwrap().get(&digest).copied(), Some(1), "four pulls at once, one upstream fetch: {}", mirror.stderr_text());
+        mirror.get(&format!("/v2/lib/app/blobs/{digest}")).expect(200);
+        assert_eq!(gets.lock().unwrap().get(&digest).copied(), Some(1));
+    }
+}
+
+#[test]
+fn cached_content_nobody_pulls_expires_through_garbage_collection() {
+    if skip_if_external("cached_content_nobody_pulls_expires_through_garbage_collection") {
+        return;
+    }
+    let upstream = Server::start_with_env(&[], &[]);
+    let img = push_image(&upstream, "lib/app", "v1", unique_seed());
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = Server::start_custom(
+        Some(dir.path()),
+        &[("REGISTRY_PROXY_REMOTEURL", &upstream.base), ("REGISTRY_PROXY_TTL", "2s"), ("PIER_PROXY_TAG_TTL", "1h")],
+        &[],
+    );
+    let pull = || {
+        mirror.get("/v2/lib/app/manifests/v1").expect(200);
+        for d in [&img.config, &img.layer] {
+            let r = mirror.get(&format!("/v2/lib/app/blobs/{d}"));
+            r.expect(200);
+            assert_eq!(sha256(&r.body), *d);
+        }
+    };
+    pull();
+    assert!(!walk(&dir.path().join("objects")).is_empty(), "nothing was cached");
+    std::thread::sleep(std::time::Duration::from_millis(3100));
+    // Record and tag marked, then deleted, then the blob links, then the bytes: five cycles at grace 0.
+    let mut reports = Vec::new();
+    for _ in 0..5 {
+        loop {
+            let r = mirror.raw("POST", "/admin/gc?grace=0", &[], b"");
+            r.expect(200);
+            let v = r.json();
+            if v["cycle_done"] == serde_json::json!(true) {
+                reports.push(v["report"].clone());
+                break;
+            }
+        }
+    }
+    assert_eq!((reports[0]["manifests_tombstoned"].as_u64(), reports[0]["tags_tombstoned"].as_u64()), (Some(1), Some(1)), "{reports:?}");
+    assert_eq!(reports[4]["blobs_deleted"].as_u64(), Some(2), "{reports:?}");
+    assert!(walk(&dir.path().join("objects")).is_empty(), "expired bytes stayed: {:?}", walk(&dir.path().join("objects")));
+    let meta = walk(&dir.path().join("meta"));
+    assert!(meta.iter().all(|p| !p.contains("_manifests") && !p.contains("_tags") && !p.contains("_blobs")), "{meta:?}");
+    // A pull after the expiry fetches everything again.
+    let before = upstream_requests(&upstream);
+    pull();
+    assert!(upstream_requests(&upstream) >= before + 3, "the pull did not go to the upstream");
+}

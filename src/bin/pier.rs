@@ -223,6 +223,15 @@ fn check_settings_without_effect(settings: &Settings, config: &Config) -> Result
             let names = if up.prefix.is_empty() { "every repository".to_string() } else { format!("repositories under {}/", up.prefix) };
             eprintln!("pier: pull-through cache: {names} mirrored from {} (pull-only; tags revalidated after {} s)", up.url, mirror.tag_ttl_secs);
         }
+        if mirror.ttl_secs == 0 {
+            eprintln!("pier: pull-through cache: cached content is kept (REGISTRY_PROXY_TTL=0)");
+        } else {
+            let when = match (config.gc_enabled, config.gc_interval_secs) {
+                (true, Some(every)) => format!("by the collection every {every} s"),
+                _ => "when garbage collection runs (pier gc, POST /admin/gc; PIER_GC_INTERVAL schedules it)".to_string(),
+            };
+            eprintln!("pier: pull-through cache: content nobody pulled for {} s (REGISTRY_PROXY_TTL) is collected {when}", mirror.ttl_secs);
+        }
     }
     let endpoints: Vec<&str> = config.notifications.active().map(|e| e.name.as_str()).collect();
     if !endpoints.is_empty() {

@@ -14,6 +14,15 @@
 //! same two-step way as links; their blobs follow in the cycles after (a manifest's references count until the
 //! manifest is actually gone).
 //!
+//! In a mirrored repository (see `mirror`) the untagged policy does not apply; the mirror's expiry does
+//! (`REGISTRY_PROXY_TTL`, default 168 h, `0` keeps everything): a tag's cached copy is kept while it was pulled or
+//! fetched within the TTL, a manifest record while it or a tag's copy of it was (pulls note their time in the record
+//! they read, at most once per `MirrorConfig::pull_resolution_secs`). What expired is marked and deleted the same
+//! two-step way — records and tag copies alike, conditional on the version read — and its blobs follow in the cycles
+//! after. A pull of something marked rewrites it (its time, no mark), which makes the collector's delete fail; a pull
+//! of something already deleted fetches it from the upstream again, and a blob link the collector marked meanwhile is
+//! revived, link then record, like any writer's.
+//!
 //! ## A cycle
 //! For each repository in the catalog: *mark* (read every manifest record and tag, collect the digests they
 //! reference), then *sweep links*: a referenced link is kept (its mark cleared if it had one); an unreferenced live
@@ -48,6 +57,12 @@
 //!   ran out cannot save its progress, and each of its steps was individually safe.
 //! - *A tag moved while the mark runs*: the record it moves to exists already (PUT by tag writes it first), and
 //!   a manifest's references count as long as it exists, so the links it needs are referenced by that record.
+//! - *A mirrored manifest or tag copy the expiry condemned, pulled or fetched meanwhile*: the pull's write (its
+//!   time, the mark cleared) is conditional on the version it read and the fetch's is a new record, so either the
+//!   collector's conditional delete fails, or the collector deleted first and the pull's write fails (the pull
+//!   still answers with what it read: immutable, verified bytes; the next pull fetches them again). The blobs stay
+//!   referenced as long as the record or copy exists; a pull that finds their link marked revives it (and the
+//!   record) before serving, and one that finds it gone fetches the blob again.
 //! - *A manifest the policy condemned, pushed again or tagged meanwhile*: the PUT rewrites its record (fresh push
 //!   time, no mark), so the collector's conditional delete fails; *an index naming a condemned child*: the index PUT
 //!   revives the child after writing its own record ([`Registry::revive_manifest`]), with the same outcomes as for
@@ -123,6 +138,11 @@ pub struct GcReport {
     pub manifests_tombstoned: u64,
     #[serde(default)]
     pub manifests_deleted: u64,
+    /// Mirrored repositories: tags whose cached copy expired, marked and deleted.
+    #[serde(default)]
+    pub tags_tombstoned: u64,
+    #[serde(default)]
+    pub tags_deleted: u64,
     pub links_kept: u64,
     pub links_tombstoned: u64,
     pub links_deleted: u64,
@@ -139,6 +159,7 @@ enum Phase {
     MarkManifests,
     MarkTags,
     SweepManifests,
+    SweepTags,
     SweepLinks,
     SweepRecords,
 }
@@ -164,6 +185,14 @@ struct GcState {
     doomed: BTreeSet<String>,
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     revive: BTreeSet<String>,
+    /// In a mirrored repository: what the mark learned of each tag's cached copy, then the verdicts the tag sweep
+    /// carries out.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    tag_facts: BTreeMap<String, TagFacts>,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    doomed_tags: BTreeSet<String>,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    revive_tags: BTreeSet<String>,
     report: GcReport,
     /// The runner holding the collection, and until when.
     #[serde(default)]
@@ -179,8 +208,51 @@ struct ManifestFacts {
     subject: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pushed: Option<u64>,
+    /// Mirrored content: when it was last pulled or fetched (its record's and its tags' copies' latest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    used: Option<u64>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     marked: bool,
+}
+
+/// What the mirror's expiry needs to know of one tag's cached copy.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct TagFacts {
+    digest: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    used: Option<u64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    marked: bool,
+}
+
+/// Which manifests a repository keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Policy {
+    /// Every one (the default for hosted repositories, and mirrored ones with `REGISTRY_PROXY_TTL=0`).
+    KeepAll,
+    /// Hosted repositories under `PIER_GC_UNTAGGED_AFTER`: see [`kept_manifests`].
+    Untagged(u64),
+    /// Mirrored repositories: content nobody pulled or fetched for this many seconds goes (see [`expiry_verdicts`]).
+    Expire(u64),
+}
+
+/// The mirror's expiry: a tag's cached copy is kept while it was pulled or fetched within `ttl`; a manifest record
+/// while it, or a tag's copy of it, was. Nothing reaches beyond that — an index's children are pulled (by digest)
+/// for themselves, and a platform nobody pulls expires on its own; whatever expired is fetched again when asked for.
+/// Content of unknown age is kept. Fills `doomed`/`revive` and `doomed_tags`/`revive_tags` from the mark's facts.
+fn expiry_verdicts(state: &mut GcState, now: u64, ttl: u64) {
+    let alive = |used: Option<u64>| used.is_none_or(|u| u.saturating_add(ttl) > now);
+    for t in state.tag_facts.values() {
+        if let Some(f) = state.facts.get_mut(&t.digest) {
+            f.used = f.used.max(t.used);
+        }
+    }
+    state.doomed = state.facts.iter().filter(|(_, f)| !alive(f.used)).map(|(d, _)| d.clone()).collect();
+    state.revive = state.facts.iter().filter(|(_, f)| f.marked && alive(f.used)).map(|(d, _)| d.clone()).collect();
+    state.doomed_tags = state.tag_facts.iter().filter(|(_, t)| !alive(t.used)).map(|(n, _)| n.clone()).collect();
+    state.revive_tags = state.tag_facts.iter().filter(|(_, t)| t.marked && alive(t.used)).map(|(n, _)| n.clone()).collect();
+    state.facts.clear();
+    state.tag_facts.clear();
 }
 
 /// The manifests a repository keeps under the policy: those its tags point at and those younger than `after` (or of
@@ -264,8 +336,23 @@ fn manifest_facts(raw: &[u8]) -> ManifestFacts {
         children,
         subject: record.header.subject.map(|s| s.to_string()),
         pushed: record.header.pushed,
+        used: record.header.pulled.max(record.header.fetched),
         marked: record.header.gc.is_some(),
     }
+}
+
+/// What the mirror's expiry needs from a tag's value: a record copy's digest, last use and mark (`None` for a bare
+/// digest from older data, which is never expired).
+fn tag_facts(raw: &[u8]) -> Option<TagFacts> {
+    if raw.first() != Some(&b'{') {
+        return None;
+    }
+    let record = super::manifests::decode_record(Bytes::copy_from_slice(raw)).ok()?;
+    Some(TagFacts {
+        digest: record.header.digest?.to_string(),
+        used: record.header.pulled.max(record.header.fetched),
+        marked: record.header.gc.is_some(),
+    })
 }
 
 /// The manifest digest a tag's value points at (a record copy's header, or a bare digest from older data).
@@ -348,6 +435,9 @@ impl Registry {
                     tagged: BTreeSet::new(),
                     doomed: BTreeSet::new(),
                     revive: BTreeSet::new(),
+                    tag_facts: BTreeMap::new(),
+                    doomed_tags: BTreeSet::new(),
+                    revive_tags: BTreeSet::new(),
                     report,
                     lease: None,
                 };
@@ -421,6 +511,7 @@ impl Registry {
                 }
                 Phase::MarkManifests | Phase::MarkTags => {
                     let name = self.gc_repository(state)?;
+                    let policy = self.gc_policy(options, &name);
                     let prefix = match state.phase {
                         Phase::MarkManifests => format!("repositories/{name}/_manifests/"),
                         _ => keys::tags_prefix(&name),
@@ -431,8 +522,8 @@ impl Registry {
                         state.cursor = None;
                         state.phase = match state.phase {
                             Phase::MarkManifests => Phase::MarkTags,
-                            _ => match options.untagged_after_secs {
-                                Some(after) => {
+                            _ => match policy {
+                                Policy::Untagged(after) => {
                                     let kept = kept_manifests(&state.facts, &state.tagged, self.env.now_unix(), after);
                                     state.doomed = state.facts.keys().filter(|d| !kept.contains(*d)).cloned().collect();
                                     state.revive = state.facts.iter().filter(|(d, f)| f.marked && kept.contains(*d)).map(|(d, _)| d.clone()).collect();
@@ -440,7 +531,11 @@ impl Registry {
                                     state.tagged.clear();
                                     Phase::SweepManifests
                                 }
-                                None => Phase::SweepLinks,
+                                Policy::Expire(ttl) => {
+                                    expiry_verdicts(state, self.env.now_unix(), ttl);
+                                    Phase::SweepManifests
+                                }
+                                Policy::KeepAll => Phase::SweepLinks,
                             },
                         };
                         continue;
@@ -453,23 +548,33 @@ impl Registry {
                         let raw = self.meta.get_versioned(&key).await?.map(|v| v.value);
                         slice.spend(1);
                         if let Some(raw) = raw {
+                            // Every record and tag counts, marked or not: a manifest's references count until it is
+                            // actually gone.
                             if let Some(bytes) = record_bytes(&raw) {
                                 referenced_digests(bytes, &mut state.referenced);
                             }
                             // (A tag from before tags held record copies names its manifest, which is kept anyway.)
                             if state.phase == Phase::MarkManifests {
                                 state.report.manifests_marked += 1;
-                                if options.untagged_after_secs.is_some() {
+                                if policy != Policy::KeepAll {
                                     if let Some(digest) = key.strip_prefix(&prefix).and_then(digest_of_tail) {
                                         state.facts.insert(digest, manifest_facts(&raw));
                                     }
                                 }
                             } else {
                                 state.report.tags_marked += 1;
-                                if options.untagged_after_secs.is_some() {
-                                    if let Some(digest) = tag_digest(&raw) {
-                                        state.tagged.insert(digest);
+                                match policy {
+                                    Policy::Untagged(_) => {
+                                        if let Some(digest) = tag_digest(&raw) {
+                                            state.tagged.insert(digest);
+                                        }
                                     }
+                                    Policy::Expire(_) => {
+                                        if let (Some(tag), Some(facts)) = (key.strip_prefix(&prefix), tag_facts(&raw)) {
+                                            state.tag_facts.insert(tag.to_string(), facts);
+                                        }
+                                    }
+                                    Policy::KeepAll => {}
                                 }
                             }
                         }
@@ -488,12 +593,31 @@ impl Registry {
                     let Some(digest) = next else {
                         state.doomed.clear();
                         state.revive.clear();
-                        state.phase = Phase::SweepLinks;
+                        state.phase = Phase::SweepTags;
                         state.cursor = None;
                         continue;
                     };
                     self.gc_manifest(state, options, slice, &name, &digest).await?;
                     state.cursor = Some(digest);
+                }
+                Phase::SweepTags => {
+                    let name = self.gc_repository(state)?;
+                    let next = state
+                        .doomed_tags
+                        .iter()
+                        .chain(state.revive_tags.iter())
+                        .filter(|t| state.cursor.as_ref().is_none_or(|c| *t > c))
+                        .min()
+                        .cloned();
+                    let Some(tag) = next else {
+                        state.doomed_tags.clear();
+                        state.revive_tags.clear();
+                        state.phase = Phase::SweepLinks;
+                        state.cursor = None;
+                        continue;
+                    };
+                    self.gc_tag(state, options, slice, &name, &tag).await?;
+                    state.cursor = Some(tag);
                 }
                 Phase::SweepLinks => {
                     let name = self.gc_repository(state)?;
@@ -541,39 +665,46 @@ impl Registry {
         RepositoryName::parse(name).map_err(|_| Error::storage(format!("gc state names an invalid repository {name:?}")))
     }
 
-    /// Carry out the policy's verdict on one manifest of the repository being collected: mark it, delete it (a mark
-    /// from an earlier cycle, older than the grace period), or clear the mark of one that is kept again. Every change
-    /// is conditional on the version read, so a push that rewrote the record (a tag PUT) or revived it (an index PUT
-    /// naming it) meanwhile wins.
-    async fn gc_manifest(&self, state: &mut GcState, options: &GcOptions, slice: &mut Slice, name: &RepositoryName, digest: &str) -> Result<()> {
+    /// Which manifests repository `name` keeps: a mirrored repository's follow the mirror's expiry (the untagged
+    /// policy is for hosted repositories: what a mirror holds is what clients pulled); a hosted one's the untagged
+    /// policy, if any.
+    fn gc_policy(&self, options: &GcOptions, name: &RepositoryName) -> Policy {
+        match self.config.mirror.as_ref().filter(|m| m.route(name.as_str()).is_some()) {
+            Some(m) => m.expiry_for(name.as_str()).map_or(Policy::KeepAll, Policy::Expire),
+            None => options.untagged_after_secs.map_or(Policy::KeepAll, Policy::Untagged),
+        }
+    }
+
+    /// Carry out a verdict on the manifest record (or a tag's copy of one) under `key`: clear the mark of one that is
+    /// kept again (`revive`), or else mark it, or delete it (a mark from an earlier cycle, older than the grace
+    /// period). Every change is conditional on the version read, so a push that rewrote the record (a tag PUT), a
+    /// pull that noted its time or a fetch that rewrote it (mirror), or an index PUT that revived it, wins.
+    async fn sweep_record(&self, state: &GcState, options: &GcOptions, slice: &mut Slice, key: &str, revive: bool) -> Result<RecordSweep> {
         let now = self.env.now_unix();
-        let Ok(parsed) = Digest::parse(digest) else { return Ok(()) };
-        let key = keys::manifest(name, &parsed);
         slice.spend(1);
-        let Some(v) = self.meta.get_versioned(&key).await? else { return Ok(()) };
+        let Some(v) = self.meta.get_versioned(key).await? else { return Ok(RecordSweep::Unchanged) };
+        if v.value.first() != Some(&b'{') {
+            // A bare digest (a tag from older data): nothing to mark.
+            return Ok(RecordSweep::Unchanged);
+        }
         let mut record = super::manifests::decode_record(v.value)?;
-        if state.revive.contains(digest) {
+        if revive {
             if record.header.gc.is_some() && !options.dry_run {
                 record.header.gc = None;
                 slice.spend(1);
                 let live = super::manifests::encode_record(&record.header, &record.bytes)?;
-                self.meta.put_if(&key, live, &Precondition::Version(v.version)).await?;
+                self.meta.put_if(key, live, &Precondition::Version(v.version)).await?;
             }
-            return Ok(());
+            return Ok(RecordSweep::Unchanged);
         }
         if options.dry_run {
-            state.report.manifests_deleted += 1;
-            return Ok(());
+            return Ok(RecordSweep::Deleted(record.header));
         }
         match &record.header.gc {
             Some(t) if t.cycle < state.cycle && t.at.saturating_add(options.grace_secs) <= now => {
                 slice.spend(1);
-                if self.meta.delete_if(&key, &v.version).await? {
-                    state.report.manifests_deleted += 1;
-                    if let Some(subject) = &record.header.subject {
-                        slice.spend(1);
-                        self.meta.delete(&keys::referrer(name, subject, &parsed)).await?;
-                    }
+                if self.meta.delete_if(key, &v.version).await? {
+                    return Ok(RecordSweep::Deleted(record.header));
                 }
             }
             Some(_) => {}
@@ -581,10 +712,42 @@ impl Registry {
                 record.header.gc = Some(Tombstone { cycle: state.cycle, at: now, deleting: false });
                 slice.spend(1);
                 let marked = super::manifests::encode_record(&record.header, &record.bytes)?;
-                if self.meta.put_if(&key, marked, &Precondition::Version(v.version)).await?.is_some() {
-                    state.report.manifests_tombstoned += 1;
+                if self.meta.put_if(key, marked, &Precondition::Version(v.version)).await?.is_some() {
+                    return Ok(RecordSweep::Tombstoned);
                 }
             }
+        }
+        Ok(RecordSweep::Unchanged)
+    }
+
+    /// Carry out the policy's verdict on one manifest of the repository being collected (see [`Self::sweep_record`]);
+    /// a deleted referrer leaves its subject's referrers list too.
+    async fn gc_manifest(&self, state: &mut GcState, options: &GcOptions, slice: &mut Slice, name: &RepositoryName, digest: &str) -> Result<()> {
+        let Ok(parsed) = Digest::parse(digest) else { return Ok(()) };
+        let key = keys::manifest(name, &parsed);
+        match self.sweep_record(state, options, slice, &key, state.revive.contains(digest)).await? {
+            RecordSweep::Deleted(header) => {
+                state.report.manifests_deleted += 1;
+                if let (Some(subject), false) = (&header.subject, options.dry_run) {
+                    slice.spend(1);
+                    self.meta.delete(&keys::referrer(name, subject, &parsed)).await?;
+                }
+            }
+            RecordSweep::Tombstoned => state.report.manifests_tombstoned += 1,
+            RecordSweep::Unchanged => {}
+        }
+        Ok(())
+    }
+
+    /// Carry out the mirror's verdict on one tag's cached copy (see [`Self::sweep_record`]). The tag's reverse-index
+    /// entry stays: an entry only says "look at this tag", and mirrored repositories take no deletes by digest.
+    async fn gc_tag(&self, state: &mut GcState, options: &GcOptions, slice: &mut Slice, name: &RepositoryName, tag: &str) -> Result<()> {
+        let Ok(parsed) = crate::spec::Tag::parse(tag) else { return Ok(()) };
+        let key = keys::tag(name, &parsed);
+        match self.sweep_record(state, options, slice, &key, state.revive_tags.contains(tag)).await? {
+            RecordSweep::Deleted(_) => state.report.tags_deleted += 1,
+            RecordSweep::Tombstoned => state.report.tags_tombstoned += 1,
+            RecordSweep::Unchanged => {}
         }
         Ok(())
     }
@@ -690,6 +853,15 @@ impl Registry {
         }
         Ok(())
     }
+}
+
+/// What [`Registry::sweep_record`] did.
+enum RecordSweep {
+    /// Deleted (or, in a dry run, would be): the header it had.
+    Deleted(super::manifests::RecordHeader),
+    Tombstoned,
+    /// Kept, revived, already marked, or changed meanwhile.
+    Unchanged,
 }
 
 fn encode_state(state: &GcState) -> Result<Bytes> {

@@ -32,7 +32,7 @@ use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 
 /// The header line of a manifest record.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct RecordHeader {
     pub media_type: String,
@@ -50,6 +50,10 @@ pub(crate) struct RecordHeader {
     /// When a mirrored manifest was last fetched or revalidated from its upstream (see `mirror`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fetched: Option<u64>,
+    /// When a mirrored manifest (this record, or this tag's copy) was last pulled from the cache, to within
+    /// `MirrorConfig::pull_resolution_secs`: the mirror's expiry (see `mirror` and `gc`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pulled: Option<u64>,
 }
 
 /// How stale a catalog entry's `pushed` time may get before a push rewrites it: the entry is rewritten at most once
@@ -217,6 +221,7 @@ impl Registry {
             pushed: Some(self.env.now_unix()),
             gc: None,
             fetched: None,
+            pulled: None,
         };
         let record = encode_record(&header_line, &bytes)?;
         let record_key = keys::manifest(name, &digest);

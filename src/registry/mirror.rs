@@ -16,15 +16,26 @@
 //!   upstream's media type. A blob larger than a part streams to the client as it arrives and into storage at once
 //!   (`tee`: one part in memory) and is recorded only if it verifies at the end; a smaller one is fetched whole and
 //!   verified before the client gets a byte (a lying upstream is refused outright). A mismatching or truncated body
-//!   leaves nothing behind. Once cached, a blob is served like any other (presigned redirect where possible). Manifests by digest are immutable; a tag
-//!   is revalidated with a HEAD (Docker Hub counts GETs, not HEADs) once `PIER_PROXY_TAG_TTL` (default 60 s) has
-//!   passed since it was fetched, and served stale, with a `Warning` header, when the upstream cannot answer.
+//!   leaves nothing behind. Once cached, a blob is served like any other (presigned redirect where possible).
+//!   Manifests by digest are immutable; a tag is revalidated with a HEAD (Docker Hub counts GETs, not HEADs) once
+//!   `PIER_PROXY_TAG_TTL` (default 60 s) has passed since it was fetched, and served stale, with a `Warning` header,
+//!   when the upstream cannot answer.
+//! - **One fetch per blob at a time.** Pulls of a blob that is not cached yet, at the same moment in one process or
+//!   isolate, share one upstream fetch (see `flights`): the first leads, the others wait for it and then serve the
+//!   cached blob the normal way; if it cached nothing (the upstream failed or lied, its client went away, it stalled
+//!   for 30 s) they try themselves, a bounded number of times. Across processes, the blob record's create-if-absent
+//!   keeps one copy. Blob HEADs of uncached blobs ask the upstream and wait for nobody.
+//! - **Expiry** (registry:2's `proxy.ttl`): `REGISTRY_PROXY_TTL` (default 168h; `0`: keep everything) — cached tags
+//!   and manifests nobody pulled (GET or HEAD) or fetched for that long are collected by garbage collection, and their
+//!   blobs after them (see `gc`). Pulls note their time in the record or tag copy they read, only when the time it
+//!   holds is older than a tenth of the TTL (at most a day): a cached pull stays one read. Unlike registry:2, whose
+//!   TTL runs from the fetch, it runs from the last pull, so what is in use stays however old it is; nothing expires
+//!   without a collection running (`PIER_GC_INTERVAL`, the Workers cron, `pier gc`, `POST /admin/gc`).
 //!
-//! First pulls of one blob at the same moment each fetch it; the blob record's create-if-absent keeps one copy.
 //! Upstream calls time out where the platform's client does: natively 60 s for the answer's headers and 60 s for any
-//! pause in its body; Workers' `fetch` and wasi:http hosts apply their own limits. Left for later: collecting cached
-//! content nobody pulled for a while (fetch times are recorded as `fetched`).
+//! pause in its body; Workers' `fetch` and wasi:http hosts apply their own limits.
 
+use super::flights::{Turn, WaitOutcome};
 use super::manifests::{decode_record, encode_record, RecordHeader};
 use super::{keys, Registry};
 use crate::api::{Body, Reply};
@@ -33,6 +44,8 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::spec::manifest::{self, MAX_MANIFEST_SIZE};
 use crate::spec::{Algorithm, Digest, Reference, RepositoryName};
 use crate::storage::http::{read_body, HttpClient, HttpRequest, HttpResponse};
+use crate::storage::Precondition;
+use futures::StreamExt;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use bytes::Bytes;
@@ -45,6 +58,10 @@ const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.o
 application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 /// Default seconds before a cached tag is revalidated.
 pub const DEFAULT_TAG_TTL_SECS: u64 = 60;
+/// Default seconds cached content nobody pulled is kept (registry:2's `proxy.ttl` default, 168h).
+pub const DEFAULT_TTL_SECS: u64 = 7 * 24 * 3600;
+/// Waits for another request's fetch of the same blob before a pull fetches for itself.
+const MAX_FLIGHT_WAITS: usize = 3;
 /// Redirects followed at most.
 const MAX_REDIRECTS: usize = 5;
 
@@ -89,6 +106,8 @@ impl Upstream {
 pub struct MirrorConfig {
     pub upstreams: Vec<Upstream>,
     pub tag_ttl_secs: u64,
+    /// Cached content nobody pulled (or fetched) for this long is collected (`REGISTRY_PROXY_TTL`); 0: never.
+    pub ttl_secs: u64,
 }
 
 fn bad(setting: &str, problem: impl Into<String>) -> ConfigError {
@@ -139,7 +158,28 @@ impl MirrorConfig {
             Some(v) => crate::config::parse_duration_secs("PIER_PROXY_TAG_TTL", &v)?,
             None => DEFAULT_TAG_TTL_SECS,
         };
-        Ok(Some(MirrorConfig { upstreams, tag_ttl_secs }))
+        // registry:2's expiry: 168h unless set; 0 keeps everything (as registry:2 does).
+        let ttl_secs = match get("REGISTRY_PROXY_TTL") {
+            // Go's form, as registry:2 writes it (`168h`, `72h0m0s`); a fraction of a second is a second, not "never".
+            Some(v) => {
+                let d = crate::config::parse_go_duration("REGISTRY_PROXY_TTL", &v)?;
+                if d.is_zero() { 0 } else { d.as_secs().max(1) }
+            }
+            None => DEFAULT_TTL_SECS,
+        };
+        Ok(Some(MirrorConfig { upstreams, tag_ttl_secs, ttl_secs }))
+    }
+
+    /// How stale a recorded pull time may get before a pull rewrites it: a tenth of the TTL, at most a day (at least
+    /// a second). Pulls are the hot path: most of them only read; content still expires within a tenth of the TTL of
+    /// its last pull.
+    pub fn pull_resolution_secs(&self) -> u64 {
+        (self.ttl_secs / 10).clamp(1, 24 * 3600)
+    }
+
+    /// The TTL of cached content in repository `name` when it is mirrored and expiry is on.
+    pub fn expiry_for(&self, name: &str) -> Option<u64> {
+        (self.ttl_secs > 0 && self.route(name).is_some()).then_some(self.ttl_secs)
     }
 
     /// The upstream mirroring `name` and the upstream's name for it.
@@ -289,7 +329,7 @@ impl Registry {
     async fn cache_manifest(&self, name: &RepositoryName, digest: &Digest, media_type: &str, bytes: &Bytes, tag: Option<&crate::spec::Tag>) -> Result<()> {
         let subject = manifest::parse(bytes, Some(media_type)).ok().and_then(|i| i.subject.map(|s| s.digest));
         let now = self.env.now_unix();
-        let header = RecordHeader { media_type: media_type.to_string(), subject, digest: Some(digest.clone()), pushed: Some(now), gc: None, fetched: Some(now) };
+        let header = RecordHeader { media_type: media_type.to_string(), subject, digest: Some(digest.clone()), pushed: Some(now), gc: None, fetched: Some(now), pulled: None };
         let record = encode_record(&header, bytes)?;
         self.meta.put(&keys::manifest(name, digest), record.clone()).await?;
         if let Some(t) = tag {
@@ -310,24 +350,26 @@ impl Registry {
         let unknown = || Error::new(ErrorCode::ManifestUnknown).with_detail(reference.to_string());
         let now = self.env.now_unix();
         let ttl = self.config.mirror.as_ref().map_or(DEFAULT_TAG_TTL_SECS, |m| m.tag_ttl_secs);
-        // What is cached: a manifest by digest is immutable; a tag is fresh for the TTL.
-        let cached = match &reference {
-            Reference::Digest(d) => self.meta.get(&keys::manifest(name, d)).await?,
-            Reference::Tag(t) => self.meta.get(&keys::tag(name, t)).await?,
+        // What is cached: a manifest by digest is immutable; a tag is fresh for the TTL. (Read with its version: a pull
+        // may note its time in it, see `note_pull`.)
+        let key = match &reference {
+            Reference::Digest(d) => keys::manifest(name, d),
+            Reference::Tag(t) => keys::tag(name, t),
         };
-        let cached = match cached {
-            Some(raw) if raw.first() == Some(&b'{') => Some(decode_record(raw)?),
+        let cached = match self.meta.get_versioned(&key).await? {
+            Some(v) if v.value.first() == Some(&b'{') => Some((decode_record(v.value)?, v.version)),
             _ => None,
         };
-        if let Some(record) = &cached {
+        if let Some((record, version)) = &cached {
             let fresh = matches!(reference, Reference::Digest(_)) || record.header.fetched.is_some_and(|f| now < f.saturating_add(ttl));
             if let (true, Some(d)) = (fresh, &record.header.digest) {
+                self.note_pull(&key, record, version).await;
                 return Ok(Self::manifest_reply(name, &reference, d, &record.header.media_type, record.bytes.clone()));
             }
         }
         let path = format!("{repo}/manifests/{reference}");
         // A stale tag: revalidate with a HEAD (not counted against Docker Hub's pull limits).
-        if let (Some(record), Reference::Tag(t)) = (&cached, &reference) {
+        if let (Some((record, version)), Reference::Tag(_)) = (&cached, &reference) {
             let stale = |why: String| {
                 let d = record.header.digest.clone();
                 d.map(|d| {
@@ -339,15 +381,20 @@ impl Registry {
                 Ok(resp) if resp.status == 200 => {
                     let same = resp.header("docker-content-digest").is_some_and(|d| Some(d) == record.header.digest.as_ref().map(|x| x.to_string()).as_deref());
                     if let (true, Some(d)) = (same, &record.header.digest) {
-                        let mut header = RecordHeader { fetched: Some(now), ..clone_header(&record.header) };
-                        header.gc = None;
-                        self.meta.put(&keys::tag(name, t), encode_record(&header, &record.bytes)?).await?;
+                        // Revalidated: fetched now (which counts as a pull for the expiry), and live again if the
+                        // collector had marked it.
+                        let header = RecordHeader { fetched: Some(now), gc: None, ..record.header.clone() };
+                        self.meta.put(&key, encode_record(&header, &record.bytes)?).await?;
                         return Ok(Self::manifest_reply(name, &reference, d, &record.header.media_type, record.bytes.clone()));
                     }
                 }
                 Ok(resp) if resp.status == 404 => return Err(unknown()),
                 Ok(_) => {}
-                Err(e) if e.code == ErrorCode::Unavailable => return stale(e.message.clone()).ok_or(e),
+                Err(e) if e.code == ErrorCode::Unavailable => {
+                    // Served stale while the upstream is away: still a pull, so it does not expire meanwhile.
+                    self.note_pull(&key, record, version).await;
+                    return stale(e.message.clone()).ok_or(e);
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -395,10 +442,57 @@ impl Registry {
         Ok(Self::manifest_reply(name, &reference, &expected, &media_type, bytes))
     }
 
-    /// GET/HEAD of a blob in a mirrored repository: from the cache, or fetched, verified and cached first.
+    /// Note that the cached manifest under `key` (a record, or a tag's copy of one) was pulled — only when the time it
+    /// holds is older than the resolution, or the collector marked it as expired (the write revives it: the
+    /// collector's conditional delete then fails). Most pulls write nothing. Conditional on the version read, so a
+    /// record the collector deleted meanwhile is not brought back by a pull (the next one fetches it again). A
+    /// failure is logged and the pull goes on.
+    async fn note_pull(&self, key: &str, record: &super::manifests::ManifestRecord, version: &str) {
+        let Some(mirror) = &self.config.mirror else { return };
+        if mirror.ttl_secs == 0 {
+            return;
+        }
+        let now = self.env.now_unix();
+        let last = record.header.pulled.max(record.header.fetched);
+        if record.header.gc.is_none() && last.is_some_and(|t| now < t.saturating_add(mirror.pull_resolution_secs())) {
+            return;
+        }
+        let header = RecordHeader { pulled: Some(now), gc: None, ..record.header.clone() };
+        let written = match encode_record(&header, &record.bytes) {
+            Ok(value) => self.meta.put_if(key, value, &Precondition::Version(version.to_string())).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            self.env.log_error(&format!("mirror: noting a pull of {key}: {e}"));
+        }
+    }
+
+    /// Whether `digest` is cached in `name` and may be served from there. A link the collector marked (its manifests
+    /// expired, and a pull came back for them) is revived first, link then record, as every writer does (see `gc`):
+    /// `false` when it is gone or being deleted, and then the blob is fetched again.
+    async fn cached_blob(&self, name: &RepositoryName, digest: &Digest) -> Result<bool> {
+        let Some(link) = self.blob_link(name, digest).await? else { return Ok(false) };
+        if link.gc.is_none() {
+            return Ok(true);
+        }
+        let link_key = keys::blob_link(name, digest);
+        if !self.revive(&link_key).await? {
+            return Ok(false);
+        }
+        if !self.revive(&keys::blob_record(digest)).await? {
+            // The bytes are going away: take the link back (as an upload would) and fetch anew.
+            self.meta.delete(&link_key).await?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// GET/HEAD of a blob in a mirrored repository: from the cache, or fetched, verified and cached first. A GET of a
+    /// blob another request of this process is already fetching waits for that fetch, then serves the cached blob
+    /// (see `flights`).
     pub(super) async fn mirrored_blob(&self, name: &RepositoryName, up: &Upstream, repo: &str, digest: &str, headers: &http::HeaderMap, head: bool) -> Result<Reply> {
         let parsed = Digest::parse(digest)?;
-        if self.blob_link(name, &parsed).await?.is_some() {
+        if self.cached_blob(name, &parsed).await? {
             return self.get_blob(name, digest, headers, head).await;
         }
         let unknown = || Error::new(ErrorCode::BlobUnknown).with_detail(parsed.to_string());
@@ -419,6 +513,34 @@ impl Registry {
                 s => Err(unavailable(format!("the upstream answered {s}"))),
             };
         }
+        // One fetch of this blob at a time in this process: lead it, or wait for the one in progress and serve what
+        // it cached. A leader that cached nothing (it failed, its client went away) lets the waiters try themselves;
+        // each waits a bounded number of times, then fetches without the single flight.
+        let mut waits = 0;
+        let flight = loop {
+            match self.blob_flights.join(&up.url, &parsed.to_string()) {
+                Turn::Lead(guard) => {
+                    // A fetch that ended between the look at the cache above and now recorded its blob before it
+                    // let go of the flight: look once more.
+                    if self.cached_blob(name, &parsed).await? {
+                        drop(guard);
+                        return self.get_blob(name, digest, headers, head).await;
+                    }
+                    break Some(guard);
+                }
+                Turn::Wait(waiting) if waits < MAX_FLIGHT_WAITS => {
+                    waits += 1;
+                    let outcome = waiting.wait(|d| self.env.sleep(d)).await;
+                    if self.cached_blob(name, &parsed).await? {
+                        return self.get_blob(name, digest, headers, head).await;
+                    }
+                    if outcome == WaitOutcome::Stalled {
+                        break None;
+                    }
+                }
+                Turn::Wait(_) => break None,
+            }
+        };
         let resp = self.upstream(up, repo, Method::GET, &path).await?;
         match resp.status {
             200 => {}
@@ -428,7 +550,7 @@ impl Registry {
         let length = resp.header("content-length").and_then(|l| l.trim().parse::<u64>().ok());
         if length.is_none_or(|n| n > self.config.part_size) && parsed.algorithm() == crate::spec::Algorithm::Sha256 {
             // A big blob streams to the client as it arrives and into storage at once (see `tee`); it is recorded
-            // only if it verifies at the end.
+            // only if it verifies at the end. The tee holds the flight until then.
             let target = super::tee::TeeTarget {
                 objects: self.objects.clone(),
                 meta: self.meta.clone(),
@@ -445,15 +567,28 @@ impl Registry {
             if let Some(n) = length {
                 headers.push((http::header::CONTENT_LENGTH, n.to_string()));
             }
-            let body = Body::Stream(super::tee::Tee::new(resp.body, target, length).into_stream());
+            let body = Body::Stream(super::tee::Tee::new(resp.body, target, length, flight).into_stream());
             let target = crate::events::blob_target(name.as_str(), &parsed.to_string(), length.unwrap_or(0));
             return Ok(Reply { status: StatusCode::OK, headers, body, event: None }
                 .header("docker-content-digest", parsed.to_string())
                 .with_event(crate::events::Action::Pull, target));
         }
         // A small one (configs, small layers) is fetched whole through the upload machinery and verified before the
-        // client gets a byte: a lying upstream is refused outright.
-        if let Err(e) = self.store_blob(name, &parsed, Body::Stream(resp.body), length).await {
+        // client gets a byte: a lying upstream is refused outright. Waiters see the bytes move.
+        let body: crate::storage::ByteStream = match &flight {
+            Some(guard) => {
+                let progress = guard.progress_counter();
+                Box::pin(resp.body.inspect(move |c| {
+                    if let Ok(c) = c {
+                        progress.set(progress.get().wrapping_add(c.len() as u64));
+                    }
+                }))
+            }
+            None => resp.body,
+        };
+        let stored = self.store_blob(name, &parsed, Body::Stream(body), length).await;
+        drop(flight);
+        if let Err(e) = stored {
             return Err(match e.code {
                 ErrorCode::DigestInvalid | ErrorCode::BlobUploadInvalid | ErrorCode::SizeInvalid => {
                     unavailable(format!("the upstream sent bytes that are not {parsed}; nothing was cached"))
@@ -462,17 +597,6 @@ impl Registry {
             });
         }
         self.get_blob(name, digest, headers, head).await
-    }
-}
-
-fn clone_header(h: &RecordHeader) -> RecordHeader {
-    RecordHeader {
-        media_type: h.media_type.clone(),
-        subject: h.subject.clone(),
-        digest: h.digest.clone(),
-        pushed: h.pushed,
-        gc: h.gc.clone(),
-        fetched: h.fetched,
     }
 }
 

@@ -14,6 +14,7 @@
 mod admin;
 pub(crate) mod blobs;
 mod discovery;
+mod flights;
 pub mod gc;
 mod usage;
 mod health;
@@ -34,6 +35,8 @@ mod gc_tests;
 mod test_env;
 #[cfg(test)]
 mod notify_tests;
+#[cfg(test)]
+mod mirror_tests;
 #[cfg(test)]
 mod ops_tests;
 #[cfg(test)]
@@ -105,6 +108,8 @@ pub struct Registry {
     /// Outbound HTTP for the pull-through cache (see `mirror`), when the platform gives one.
     upstream_http: Option<Rc<dyn crate::storage::http::HttpClient>>,
     upstream_tokens: mirror::TokenCache,
+    /// First pulls of blobs being fetched from upstreams in this process or isolate (see `flights`).
+    blob_flights: flights::Flights,
     notifier: Option<notify::Notifier>,
     /// The read cache's counters, when `meta` has one in front (see `read_cache`).
     cache_stats: Option<Rc<std::cell::Cell<crate::storage::cache::CacheStats>>>,
@@ -148,7 +153,18 @@ impl Registry {
             .next()
             .is_some()
             .then(|| notify::Notifier::new(config.notifications.clone(), notify::uuid(env.random_bytes())));
-        Registry { objects, meta, config, env, auth, notifier, upstream_http: None, upstream_tokens: mirror::TokenCache::default(), cache_stats: None }
+        Registry {
+            objects,
+            meta,
+            config,
+            env,
+            auth,
+            notifier,
+            upstream_http: None,
+            upstream_tokens: mirror::TokenCache::default(),
+            cache_stats: None,
+            blob_flights: flights::Flights::default(),
+        }
     }
 
     /// Give the registry an outbound HTTP client for the pull-through cache (`REGISTRY_PROXY_REMOTEURL`,

@@ -8,8 +8,13 @@
 //! collection of the same digest can then never write or delete them (see `gc`). If another copy was recorded first,
 //! this one is dropped and the repository links to that one, reviving it; one being deleted leaves the blob uncached.
 //! Storage failures stop the caching, never the client's download.
+//!
+//! The tee holds the fetch's [`FlightGuard`] (see `flights`): it reports the bytes that pass, and lets go of it once
+//! the blob is recorded or caching was given up (or when the client goes away and the tee is dropped), which is when
+//! pulls of the same blob waiting in this process look at the cache again.
 
 use super::blobs::{encode_link, BlobLink};
+use super::flights::FlightGuard;
 use super::keys;
 use crate::error::Result;
 use crate::spec::{Digest, RepositoryName};
@@ -128,10 +133,12 @@ pub(crate) struct Tee {
     expected: Option<u64>,
     part_size: usize,
     log: Rc<dyn Fn(&str)>,
+    /// This process's single flight for the blob, released as soon as the outcome is known.
+    flight: Option<FlightGuard>,
 }
 
 impl Tee {
-    pub(crate) fn new(upstream: ByteStream, target: TeeTarget, expected: Option<u64>) -> Self {
+    pub(crate) fn new(upstream: ByteStream, target: TeeTarget, expected: Option<u64>, flight: Option<FlightGuard>) -> Self {
         let part_size = target.part_size.max(1) as usize;
         let log = target.log.clone();
         let store = Store { target, upload_id: None, parts: Vec::new() };
@@ -144,6 +151,7 @@ impl Tee {
             expected,
             part_size,
             log,
+            flight,
         }
     }
 
@@ -166,6 +174,8 @@ impl Stream for Tee {
                     }
                     let last = last.take();
                     this.state = State::Done;
+                    // Recorded (or not): pulls waiting for this fetch look at the cache now.
+                    this.flight = None;
                     return Poll::Ready(last.map(Ok));
                 }
                 State::Streaming { store, pending } => {
@@ -174,7 +184,11 @@ impl Stream for Tee {
                         match p.as_mut().poll(cx) {
                             Poll::Pending => return Poll::Pending,
                             Poll::Ready(Ok(s)) => *store = Some(s),
-                            Poll::Ready(Err(e)) => (this.log)(&format!("mirror: caching stopped: {e}")),
+                            Poll::Ready(Err(e)) => {
+                                (this.log)(&format!("mirror: caching stopped: {e}"));
+                                // Nothing will be recorded: waiting pulls need not wait for the rest of the bytes.
+                                this.flight = None;
+                            }
                         }
                         *pending = None;
                     }
@@ -182,6 +196,9 @@ impl Stream for Tee {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(Some(Ok(chunk))) => {
                             this.total += chunk.len() as u64;
+                            if let Some(f) = &this.flight {
+                                f.advance(chunk.len());
+                            }
                             if store.is_some() {
                                 this.hasher.update(&chunk);
                                 this.buf.extend_from_slice(&chunk);
@@ -259,6 +276,7 @@ impl Tee {
         if let State::Finishing(f, _) = &mut self.state {
             if f.as_mut().poll(cx).is_ready() {
                 self.state = State::Done;
+                self.flight = None;
                 return Poll::Ready(());
             }
         }
