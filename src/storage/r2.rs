@@ -22,7 +22,10 @@
 //! garbage as soon as the part is stored, and V8 collects such arrays only after tens of MiB of them pile up (seen
 //! under `wrangler dev` as a saw-tooth of up to 56 MiB of array buffers in Pier's isolate across a 1 GiB push). A
 //! buffer goes back for reuse only once the binding has settled the call that reads it; the buffer of a call whose
-//! future was dropped unsettled is left to the garbage collector, never reused.
+//! future was dropped unsettled is left to the garbage collector, never reused. A call that succeeded has had all its
+//! bytes stored (R2 answers with the part's etag after reading it whole); one that failed wrote nothing the upload
+//! records, and should R2 still keep a part from it, completion finds an etag it was never given and refuses (see
+//! `registry::uploads`, "a stale holder").
 
 use super::{ByteStream, MetaStore, ObjectRead, ObjectStore, Precondition, Versioned};
 use crate::error::{Error, Result};
