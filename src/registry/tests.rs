@@ -371,3 +371,67 @@ fn manifest_descriptor_sizes_must_match_the_stored_blobs() {
     assert!(err["errors"][0]["detail"].as_str().unwrap().contains("layers[0]"), "{err}");
     assert_eq!(put(manifest(77)).status(), StatusCode::CREATED);
 }
+
+/// A store that copies each part out and drops the caller's bytes at once, as R2's binding does, and remembers where
+/// each part's bytes were and how long they were.
+struct CopyingObjectStore {
+    inner: MemoryObjectStore,
+    parts: std::cell::RefCell<Vec<(usize, usize)>>,
+}
+
+#[async_trait::async_trait(?Send)]
+impl crate::storage::ObjectStore for CopyingObjectStore {
+    async fn head(&self, key: &str) -> crate::error::Result<Option<u64>> {
+        self.inner.head(key).await
+    }
+    async fn get(&self, key: &str, range: Option<crate::spec::range::ByteRange>) -> crate::error::Result<Option<crate::storage::ObjectRead>> {
+        self.inner.get(key, range).await
+    }
+    async fn put(&self, key: &str, data: Bytes) -> crate::error::Result<()> {
+        self.inner.put(key, Bytes::copy_from_slice(&data)).await
+    }
+    async fn delete(&self, key: &str) -> crate::error::Result<()> {
+        self.inner.delete(key).await
+    }
+    async fn create_multipart(&self, key: &str) -> crate::error::Result<String> {
+        self.inner.create_multipart(key).await
+    }
+    async fn upload_part(&self, key: &str, upload_id: &str, number: u32, data: Bytes) -> crate::error::Result<String> {
+        self.parts.borrow_mut().push((data.as_ptr() as usize, data.len()));
+        let copy = Bytes::copy_from_slice(&data);
+        drop(data);
+        self.inner.upload_part(key, upload_id, number, copy).await
+    }
+    async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[crate::upload::PartRecord]) -> crate::error::Result<()> {
+        self.inner.complete_multipart(key, upload_id, parts).await
+    }
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> crate::error::Result<()> {
+        self.inner.abort_multipart(key, upload_id).await
+    }
+    async fn rename(&self, from: &str, to: &str) -> crate::error::Result<()> {
+        self.inner.rename(from, to).await
+    }
+}
+
+/// One part buffer per request: parts are cut at exactly the part size from chunks that straddle part boundaries,
+/// and once the store has let go of a part the next one is assembled in the same allocation.
+#[test]
+fn a_request_assembles_every_part_in_one_buffer() {
+    let objects = Rc::new(CopyingObjectStore { inner: MemoryObjectStore::new(), parts: Default::default() });
+    let env = Rc::new(TestEnv { now: Cell::new(1000), n: Cell::new(0) });
+    let config = Config { part_size: 100, upload_expiry_secs: 60, ..Config::default() };
+    let reg = Registry::new(objects.clone(), Rc::new(MemoryMetaStore::new()), config, env);
+    let data: Vec<u8> = (0..1234u32).map(|i| (i * 13) as u8).collect();
+    let loc = start(&reg, "p");
+    let chunks: Vec<crate::error::Result<Bytes>> = data.chunks(37).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+    let stream = Body::Stream(Box::pin(futures::stream::iter(chunks)));
+    assert_eq!(block_on(reg.handle(request(Method::PATCH, &loc, stream, &[]))).status(), StatusCode::ACCEPTED);
+    let parts = objects.parts.borrow().clone();
+    assert_eq!(parts.len(), 12, "{parts:?}");
+    assert!(parts.iter().all(|&(_, len)| len == 100), "{parts:?}");
+    assert!(parts.iter().all(|&(at, _)| at == parts[0].0), "every part in the first part's buffer: {parts:?}");
+    let digest = Algorithm::Sha256.digest(&data).to_string();
+    assert_eq!(call(&reg, Method::PUT, &format!("{loc}?digest={digest}"), vec![]).status(), StatusCode::CREATED);
+    assert_eq!(objects.parts.borrow().last().map(|p| p.1), Some(34));
+    assert_eq!(body(call(&reg, Method::GET, &format!("/v2/p/blobs/{digest}"), vec![])), data);
+}

@@ -8,6 +8,12 @@
 //! request whatever the blob's size. What is left at the end of a request (shorter than a part) is written as the
 //! session's tail object and read back at the start of the next.
 //!
+//! The part buffer is allocated once per request at exactly one part (less when the request announces fewer bytes),
+//! filled to the part size and never past it, handed to the store without a copy and taken back for the next part
+//! once the store has let go of it (a store that copies the bytes out, like R2's binding, lets go before it awaits
+//! the write). Growing by doubling, or splitting a part off a buffer that is still filling, would leave two or three
+//! part-sized allocations behind; on wasm they stay for the instance's lifetime, since linear memory never shrinks.
+//!
 //! ## One writer per session
 //! A PATCH, and a PUT that finishes a session, first *claims* the session: it writes the session back with a claim (a
 //! random token, a lease) by compare-and-swap on the version it read ([`crate::storage::MetaStore::put_if`]). Of two requests that
@@ -126,9 +132,19 @@ struct Writer<'r> {
 }
 
 impl<'r> Writer<'r> {
-    /// A writer for `session`, which this request holds (stored at `version`, or not stored yet).
-    async fn open(reg: &'r Registry, name: &RepositoryName, session: UploadSession, version: Option<String>, token: String) -> Result<Self> {
-        let mut buf = BytesMut::new();
+    /// A writer for `session`, which this request holds (stored at `version`, or not stored yet), for a request that
+    /// announces `expected` bytes (if it does): the part buffer is sized for what can arrive, one part at most.
+    async fn open(
+        reg: &'r Registry,
+        name: &RepositoryName,
+        session: UploadSession,
+        version: Option<String>,
+        token: String,
+        expected: Option<u64>,
+    ) -> Result<Self> {
+        let part = session.part_size.max(1);
+        let room = session.tail_len.saturating_add(expected.unwrap_or(part)).min(part);
+        let mut buf = BytesMut::with_capacity(usize::try_from(room).unwrap_or(0));
         if let Some(key) = &session.tail_key {
             // A session whose tail is gone cannot continue (the bytes it hashed are lost): the client starts over.
             let read = reg.objects.get(key, None).await?.ok_or_else(|| Error::parts_mismatch("the upload's tail is missing"))?;
@@ -226,11 +242,21 @@ impl<'r> Writer<'r> {
             self.unchanged_tail = false;
             self.session.sha256.update(&chunk);
             self.session.offset += chunk.len() as u64;
-            self.buf.extend_from_slice(&chunk);
-            let part = self.session.part_size as usize;
-            while self.buf.len() >= part {
-                let data = self.buf.split_to(part).freeze();
-                self.write_part(data).await?;
+            let part = usize::try_from(self.session.part_size.max(1)).unwrap_or(usize::MAX);
+            let mut rest = &chunk[..];
+            while !rest.is_empty() {
+                let take = (part - self.buf.len()).min(rest.len());
+                if self.buf.capacity() - self.buf.len() < take {
+                    // The buffer went to the store with the last part: take it back (no allocation once the store
+                    // has dropped it), at exactly one part.
+                    self.buf.reserve(part - self.buf.len());
+                }
+                self.buf.extend_from_slice(&rest[..take]);
+                rest = &rest[take..];
+                if self.buf.len() == part {
+                    let data = self.buf.split().freeze();
+                    self.write_part(data).await?;
+                }
             }
         }
         if let Some(n) = expected {
@@ -547,7 +573,7 @@ impl Registry {
             return Err(self.lost_claim(name, id).await);
         };
         let (claimed_token, claimed_session) = (token.clone(), claimed.clone());
-        match Writer::open(self, name, claimed, Some(version), token).await {
+        match Writer::open(self, name, claimed, Some(version), token, expected).await {
             Ok(writer) => Ok((writer, expected)),
             Err(e) if e.code == ErrorCode::BlobUploadInvalid => {
                 self.discard(&claimed_session).await;
@@ -639,7 +665,7 @@ impl Registry {
         let mut session = self.new_session(name);
         let token = crate::spec::digest::to_hex(&self.env.random_bytes());
         session.claim = new_claim(&token, self.env.now_unix());
-        let mut writer = Writer::open(self, name, session, None, token).await?;
+        let mut writer = Writer::open(self, name, session, None, token, expected).await?;
         if let Err(e) = writer.write(body, expected).await {
             self.discard(&writer.session).await;
             return Err(e);

@@ -12,6 +12,20 @@
 //! Conditional writes use the binding's `onlyIf`: `etagDoesNotMatch: "*"` creates only if absent, `etagMatches`
 //! replaces only an unchanged object; a failed condition makes `put` return no object. R2 is strongly consistent and
 //! checks the condition atomically with the write.
+//!
+//! Blob bytes (parts, tails, small blobs) cross from wasm memory to JavaScript once: straight from the caller's buffer
+//! into a `Uint8Array` (`worker::Data::Bytes` would take a `Vec`, a second copy in wasm memory), and the caller's
+//! buffer is released before the store call is awaited, so an upload holds one copy of a part in flight. The bytes are
+//! copied rather than handed over as a view of wasm memory: R2 reads them after the call returns, and a view is
+//! invalidated when wasm memory grows (another request of the isolate allocating meanwhile). Copies of a MiB or more
+//! go into JavaScript buffers the isolate keeps for the next part ([`JS_BUFFERS`]): a fresh 8 MiB array per part is
+//! garbage as soon as the part is stored, and V8 collects such arrays only after tens of MiB of them pile up (seen
+//! under `wrangler dev` as a saw-tooth of up to 56 MiB of array buffers in Pier's isolate across a 1 GiB push). A
+//! buffer goes back for reuse only once the binding has settled the call that reads it; the buffer of a call whose
+//! future was dropped unsettled is left to the garbage collector, never reused. A call that succeeded has had all its
+//! bytes stored (R2 answers with the part's etag after reading it whole); one that failed wrote nothing the upload
+//! records, and should R2 still keep a part from it, completion finds an etag it was never given and refuses (see
+//! `registry::uploads`, "a stale holder").
 
 use super::{ByteStream, MetaStore, ObjectRead, ObjectStore, Precondition, Revalidated, Versioned};
 use crate::error::{Error, Result};
@@ -20,6 +34,9 @@ use crate::upload::PartRecord;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use worker::worker_sys::{R2Bucket as SysBucket, R2MultipartUpload as SysMultipartUpload, R2UploadedPart as SysUploadedPart};
 use worker::{Bucket, Conditional, Range, UploadedPart};
 
 fn r2_err(what: &str, e: worker::Error) -> Error {
@@ -34,7 +51,86 @@ fn only_if(condition: &Precondition) -> Conditional {
     }
 }
 
-/// Put `data` at `key` if `condition` holds: the new object's etag, or `None` when the condition failed.
+/// Copies at least this long go into a pooled JavaScript buffer (see the module doc); shorter ones (metadata, small
+/// blobs) into a fresh array.
+const POOLED_MIN_LEN: usize = 1024 * 1024;
+/// Idle pooled buffers an isolate keeps: enough for a couple of concurrent uploads, bounded so that an isolate holds
+/// at most this many parts' worth of JavaScript memory between pushes.
+const POOLED_IDLE: usize = 2;
+
+thread_local! {
+    /// JavaScript buffers for large copies, idle between the part uploads of this isolate (one thread per isolate).
+    static JS_BUFFERS: std::cell::RefCell<Vec<js_sys::Uint8Array>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Bytes copied into JavaScript memory for one binding call.
+struct JsCopy {
+    /// The bytes, as the binding takes them.
+    view: js_sys::Uint8Array,
+    /// The pooled buffer under `view`, to give back once the call has settled.
+    pooled: Option<js_sys::Uint8Array>,
+}
+
+impl JsCopy {
+    /// `data` copied once into JavaScript memory: into the smallest idle pooled buffer that fits (a new one if none
+    /// does) when it is long, else into a fresh array.
+    fn of(data: &[u8]) -> JsCopy {
+        let len = data.len() as u32;
+        if data.len() < POOLED_MIN_LEN {
+            let view = js_sys::Uint8Array::new_with_length(len);
+            view.copy_from(data);
+            return JsCopy { view, pooled: None };
+        }
+        let idle = JS_BUFFERS.with(|pool| {
+            let mut pool = pool.borrow_mut();
+            let fits = pool.iter().enumerate().filter(|(_, b)| b.length() >= len).min_by_key(|(_, b)| b.length()).map(|(i, _)| i);
+            fits.map(|i| pool.swap_remove(i))
+        });
+        let buffer = idle.unwrap_or_else(|| js_sys::Uint8Array::new_with_length(len));
+        let view = buffer.subarray(0, len);
+        view.copy_from(data);
+        JsCopy { view, pooled: Some(buffer) }
+    }
+
+    /// The call that read the bytes has settled (either way): its buffer can take the next copy.
+    fn recycle(self) {
+        let Some(buffer) = self.pooled else { return };
+        JS_BUFFERS.with(|pool| {
+            let mut pool = pool.borrow_mut();
+            pool.push(buffer);
+            if pool.len() > POOLED_IDLE {
+                if let Some(i) = pool.iter().enumerate().min_by_key(|(_, b)| b.length()).map(|(i, _)| i) {
+                    pool.swap_remove(i);
+                }
+            }
+        });
+    }
+}
+
+fn js_err(what: &str, e: wasm_bindgen::JsValue) -> Error {
+    r2_err(what, worker::Error::from(e))
+}
+
+/// The binding's own object under `bucket`, whose `put` and `uploadPart` take a `Uint8Array` as it is.
+fn sys_bucket(bucket: &Bucket) -> &SysBucket {
+    AsRef::<wasm_bindgen::JsValue>::as_ref(bucket).unchecked_ref()
+}
+
+/// Put `data` at `key` unconditionally, copying it into JavaScript once and releasing it before the write is awaited.
+async fn put_bytes(bucket: &Bucket, key: &str, data: Bytes) -> Result<()> {
+    let copy = JsCopy::of(&data);
+    drop(data);
+    let promise = sys_bucket(bucket).put(key.to_string(), copy.view.clone().into(), wasm_bindgen::JsValue::UNDEFINED);
+    let result = match promise {
+        Ok(p) => JsFuture::from(p).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    copy.recycle();
+    result.map_err(|e| js_err("put", e))
+}
+
+/// Put `data` at `key` if `condition` holds: the new object's etag, or `None` when the condition failed. Metadata
+/// values (sessions, records, links) are small: the builder's extra copy costs nothing worth its own code here.
 async fn put_if(bucket: &Bucket, key: String, data: Bytes, condition: &Precondition) -> Result<Option<String>> {
     let put = bucket.put(key, data.to_vec()).only_if(only_if(condition));
     Ok(put.execute().await.map_err(|e| r2_err("conditional put", e))?.map(|o| o.etag()))
@@ -116,8 +212,7 @@ impl ObjectStore for R2ObjectStore {
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
-        self.bucket.put(key, data.to_vec()).execute().await.map_err(|e| r2_err("put", e))?;
-        Ok(())
+        put_bytes(&self.bucket, key, data).await
     }
 
     async fn put_if(&self, key: &str, data: Bytes, condition: &Precondition) -> Result<Option<String>> {
@@ -135,15 +230,29 @@ impl ObjectStore for R2ObjectStore {
 
     async fn upload_part(&self, key: &str, upload_id: &str, number: u32, data: Bytes) -> Result<String> {
         let number = u16::try_from(number).map_err(|_| Error::storage("r2: more than 65535 parts"))?;
-        let upload = self.bucket.resume_multipart_upload(key, upload_id).map_err(|e| r2_err("resume multipart", e))?;
-        let part = upload.upload_part(number, data.to_vec()).await.map_err(|e| {
-            if is_parts_mismatch(&e) {
-                Error::parts_mismatch(format!("r2 upload part: {e}"))
-            } else {
-                r2_err("upload part", e)
-            }
-        })?;
-        Ok(part.etag())
+        let upload: SysMultipartUpload = sys_bucket(&self.bucket)
+            .resume_multipart_upload(key.to_string(), upload_id.to_string())
+            .map_err(|e| js_err("resume multipart", e))?
+            .unchecked_into();
+        let copy = JsCopy::of(&data);
+        // The part's one copy in flight is JavaScript's from here: the caller's buffer can take the next part.
+        drop(data);
+        let result = match upload.upload_part(number, copy.view.clone().into()) {
+            Ok(promise) => JsFuture::from(promise).await,
+            Err(e) => Err(e),
+        };
+        copy.recycle();
+        let part: SysUploadedPart = result
+            .map_err(|e| {
+                let e = worker::Error::from(e);
+                if is_parts_mismatch(&e) {
+                    Error::parts_mismatch(format!("r2 upload part: {e}"))
+                } else {
+                    r2_err("upload part", e)
+                }
+            })?
+            .unchecked_into();
+        part.etag().map_err(|e| js_err("upload part etag", e))
     }
 
     async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[PartRecord]) -> Result<()> {
@@ -236,8 +345,7 @@ impl MetaStore for R2MetaStore {
     }
 
     async fn put(&self, key: &str, value: Bytes) -> Result<()> {
-        self.bucket.put(format!("{}{key}", self.prefix), value.to_vec()).execute().await.map_err(|e| r2_err("put", e))?;
-        Ok(())
+        put_bytes(&self.bucket, &format!("{}{key}", self.prefix), value).await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
