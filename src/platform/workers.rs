@@ -37,7 +37,6 @@ use std::cell::{Cell, OnceCell};
 use bytes::Bytes;
 use futures::StreamExt;
 use std::rc::Rc;
-use wasm_bindgen::JsCast;
 use worker::web_sys;
 use worker::{
     event, Context, Env, Fetch, FixedLengthStream, Headers, MessageBatch, MessageExt, QueueRetryOptionsBuilder, RequestInit, ResponseBuilder,
@@ -337,6 +336,33 @@ fn build_core_registry(env: &Env, edge: bool) -> Result<Registry, Error> {
     Ok(with_mirror(with_read_cache(registry, meta, edge)))
 }
 
+// Each call between wasm and JavaScript decodes its strings and allocates; a request's headers crossed one entry at a
+// time, a response's one `append` at a time. These helpers move them across in one string each way (names and values
+// cannot contain `\n` or `\r`, which the runtime rejects in headers; `\n` separates, the first `:` after a name's
+// start splits), which profiles of the read path showed worth it next to everything else a cached read does.
+#[wasm_bindgen::prelude::wasm_bindgen(inline_js = r#"
+export function pier_request_head(req) {
+  let out = req.method + "\n" + req.url;
+  for (const [k, v] of req.headers) out += "\n" + k + ":" + v;
+  return out;
+}
+export function pier_response(status, head, body) {
+  const headers = new Headers();
+  if (head.length > 0) {
+    for (const line of head.split("\n")) {
+      const i = line.indexOf(":");
+      headers.append(line.slice(0, i), line.slice(i + 1));
+    }
+  }
+  return new Response(body, { status, headers });
+}
+"#)]
+extern "C" {
+    fn pier_request_head(req: &web_sys::Request) -> String;
+    #[wasm_bindgen::prelude::wasm_bindgen(catch)]
+    fn pier_response(status: u16, head: &str, body: Option<js_sys::Uint8Array>) -> Result<web_sys::Response, wasm_bindgen::JsValue>;
+}
+
 /// The path and query of a serialized WHATWG URL (`https://host/path?query`): the first `/` after the authority
 /// starts it, and the fragment never reaches a server. Reading it off the string the runtime gives costs less than
 /// parsing the URL again, which showed up in profiles of the read path.
@@ -351,23 +377,24 @@ fn path_and_query(url: &str) -> &str {
 /// materializes the `cf` object and parses the URL, a tenth of a blob HEAD's CPU time in profiles.
 fn into_core(req: web_sys::Request) -> Result<Request, Error> {
     let bad = |m: &str| Error::msg(ErrorCode::NotFound, m.to_string());
-    let url = req.url();
-    let method = http::Method::from_bytes(req.method().as_bytes()).map_err(|_| bad("invalid method"))?;
-    let mut builder = http::Request::builder().method(method.clone()).uri(path_and_query(&url));
-    let headers = req.headers();
-    if let Ok(Some(entries)) = js_sys::try_iter(&headers) {
-        for entry in entries.flatten() {
-            let pair: js_sys::Array = entry.unchecked_into();
-            if let (Some(name), Some(value)) = (pair.get(0).as_string(), pair.get(1).as_string()) {
-                builder = builder.header(name, value);
-            }
+    let head = pier_request_head(&req);
+    let mut lines = head.split('\n');
+    let method = http::Method::from_bytes(lines.next().unwrap_or_default().as_bytes()).map_err(|_| bad("invalid method"))?;
+    let url = lines.next().unwrap_or_default();
+    let mut builder = http::Request::builder().method(method.clone()).uri(path_and_query(url));
+    let mut client = None;
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else { continue };
+        // Cloudflare sets this header itself (a client's own value is replaced at the edge).
+        if name == "cf-connecting-ip" {
+            client = value.trim().parse().ok();
         }
+        builder = builder.header(name, value);
     }
     if url.starts_with("https://") {
         builder = builder.extension(crate::api::Https);
     }
-    // Cloudflare sets this header itself (a client's own value is replaced at the edge).
-    if let Some(ip) = headers.get("cf-connecting-ip").ok().flatten().and_then(|v| v.trim().parse().ok()) {
+    if let Some(ip) = client {
         builder = builder.extension(ClientAddr(ip));
     }
     let body = if matches!(method, http::Method::GET | http::Method::HEAD | http::Method::DELETE) {
@@ -418,27 +445,36 @@ fn request_body(req: &web_sys::Request) -> Body {
 /// copy of the bytes, no `worker::Response` in between); streams go through `worker`'s stream adapter.
 fn into_worker(resp: Response) -> worker::Result<web_sys::Response> {
     let (parts, body) = resp.into_parts();
-    let headers = web_sys::Headers::new()?;
+    let status = parts.status.as_u16();
+    let mut head = String::with_capacity(256);
     let mut length = None;
     for (name, value) in parts.headers.iter() {
         if let Ok(v) = value.to_str() {
-            headers.append(name.as_str(), v)?;
+            if !head.is_empty() {
+                head.push('\n');
+            }
+            head.push_str(name.as_str());
+            head.push(':');
+            head.push_str(v);
             if name == http::header::CONTENT_LENGTH {
                 length = v.parse::<u64>().ok();
             }
         }
     }
-    let status = parts.status.as_u16();
-    let init = web_sys::ResponseInit::new();
-    init.set_status(status);
-    init.set_headers(&headers);
+    let js_error = |e: wasm_bindgen::JsValue| worker::Error::from(e);
     // A body on a null-body status (204, 304, 1xx) makes the runtime throw.
     let null_body = matches!(status, 101 | 204 | 205 | 304);
-    Ok(match body {
-        Body::Empty => web_sys::Response::new_with_opt_str_and_init(None, &init)?,
-        Body::Full(_) if null_body => web_sys::Response::new_with_opt_str_and_init(None, &init)?,
-        Body::Full(b) => web_sys::Response::new_with_opt_buffer_source_and_init(Some(&js_sys::Uint8Array::from(&b[..])), &init)?,
+    match body {
+        Body::Empty => pier_response(status, &head, None).map_err(js_error),
+        Body::Full(_) if null_body => pier_response(status, &head, None).map_err(js_error),
+        Body::Full(b) => pier_response(status, &head, Some(js_sys::Uint8Array::from(&b[..]))).map_err(js_error),
         Body::Stream(s) => {
+            let headers = web_sys::Headers::new()?;
+            for (name, value) in parts.headers.iter() {
+                if let Ok(v) = value.to_str() {
+                    headers.append(name.as_str(), v)?;
+                }
+            }
             let s = s.map(|r| r.map(|b| b.to_vec()).map_err(|e| worker::Error::RustError(e.to_string())));
             let builder = ResponseBuilder::new().with_status(status).with_headers(Headers(headers));
             let response = match length {
@@ -449,9 +485,9 @@ fn into_worker(resp: Response) -> worker::Result<web_sys::Response> {
                 }
                 None => builder.from_stream(s)?,
             };
-            response.into()
+            Ok(response.into())
         }
-    })
+    }
 }
 
 fn error_response(e: &Error) -> worker::Result<web_sys::Response> {
