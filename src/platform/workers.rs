@@ -39,7 +39,7 @@ use futures::StreamExt;
 use std::rc::Rc;
 use worker::web_sys;
 use worker::{
-    event, Context, Env, Fetch, FixedLengthStream, Headers, MessageBatch, MessageExt, QueueRetryOptionsBuilder, RequestInit, ResponseBuilder,
+    event, Context, Env, Fetch, FixedLengthStream, Headers, MessageBatch, MessageExt, QueueRetryOptionsBuilder, RequestInit,
     ScheduleContext, ScheduledEvent,
 };
 use crate::events::{Event, EventSink, Outcome};
@@ -360,7 +360,7 @@ export function pier_response(status, head, body) {
 extern "C" {
     fn pier_request_head(req: &web_sys::Request) -> String;
     #[wasm_bindgen::prelude::wasm_bindgen(catch)]
-    fn pier_response(status: u16, head: &str, body: Option<js_sys::Uint8Array>) -> Result<web_sys::Response, wasm_bindgen::JsValue>;
+    fn pier_response(status: u16, head: &str, body: &wasm_bindgen::JsValue) -> Result<web_sys::Response, wasm_bindgen::JsValue>;
 }
 
 /// The path and query of a serialized WHATWG URL (`https://host/path?query`): the first `/` after the authority
@@ -441,8 +441,8 @@ fn request_body(req: &web_sys::Request) -> Body {
     }
 }
 
-/// The runtime's response from the core's. Small bodies and empty ones are built straight as a JS `Response` (one
-/// copy of the bytes, no `worker::Response` in between); streams go through `worker`'s stream adapter.
+/// The runtime's response from the core's, built straight as a JS `Response` (no `worker::Response` in between): a
+/// small body is one copy of its bytes, a stream a JS `ReadableStream` over the core's.
 fn into_worker(resp: Response) -> worker::Result<web_sys::Response> {
     let (parts, body) = resp.into_parts();
     let status = parts.status.as_u16();
@@ -461,33 +461,28 @@ fn into_worker(resp: Response) -> worker::Result<web_sys::Response> {
             }
         }
     }
-    let js_error = |e: wasm_bindgen::JsValue| worker::Error::from(e);
     // A body on a null-body status (204, 304, 1xx) makes the runtime throw.
     let null_body = matches!(status, 101 | 204 | 205 | 304);
-    match body {
-        Body::Empty => pier_response(status, &head, None).map_err(js_error),
-        Body::Full(_) if null_body => pier_response(status, &head, None).map_err(js_error),
-        Body::Full(b) => pier_response(status, &head, Some(js_sys::Uint8Array::from(&b[..]))).map_err(js_error),
-        Body::Stream(s) => {
-            let headers = web_sys::Headers::new()?;
-            for (name, value) in parts.headers.iter() {
-                if let Ok(v) = value.to_str() {
-                    headers.append(name.as_str(), v)?;
-                }
+    let body: wasm_bindgen::JsValue = match body {
+        Body::Empty => wasm_bindgen::JsValue::NULL,
+        Body::Full(_) if null_body => wasm_bindgen::JsValue::NULL,
+        Body::Full(b) => js_sys::Uint8Array::from(&b[..]).into(),
+        // A fixed-length stream keeps Content-Length on the wire instead of chunked encoding.
+        Body::Stream(s) => match length {
+            Some(len) => {
+                let s = s.map(|r| r.map(|b| b.to_vec()).map_err(|e| worker::Error::RustError(e.to_string())));
+                let sys: worker::worker_sys::FixedLengthStream = FixedLengthStream::wrap(s, len).into();
+                sys.readable().into()
             }
-            let s = s.map(|r| r.map(|b| b.to_vec()).map_err(|e| worker::Error::RustError(e.to_string())));
-            let builder = ResponseBuilder::new().with_status(status).with_headers(Headers(headers));
-            let response = match length {
-                // A fixed-length stream keeps Content-Length on the wire instead of chunked encoding.
-                Some(len) => {
-                    let sys: worker::worker_sys::FixedLengthStream = FixedLengthStream::wrap(s, len).into();
-                    builder.stream(sys.readable())
-                }
-                None => builder.from_stream(s)?,
-            };
-            Ok(response.into())
-        }
-    }
+            None => {
+                let s = s.map(|r| {
+                    r.map(|b| js_sys::Uint8Array::from(&b[..]).into()).map_err(|e| wasm_bindgen::JsValue::from(e.to_string()))
+                });
+                wasm_streams::ReadableStream::from_stream(s).into_raw().into()
+            }
+        },
+    };
+    pier_response(status, &head, &body).map_err(worker::Error::from)
 }
 
 fn error_response(e: &Error) -> worker::Result<web_sys::Response> {

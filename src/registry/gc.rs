@@ -236,6 +236,20 @@ enum Policy {
     Expire(u64),
 }
 
+/// The smallest member of `a` or `b` after `cursor` (the next item a sweep over both handles): a range lookup in each
+/// set, not a scan of both per item.
+fn next_after(a: &BTreeSet<String>, b: &BTreeSet<String>, cursor: Option<&str>) -> Option<String> {
+    use std::ops::Bound::{Excluded, Unbounded};
+    let after = |set: &BTreeSet<String>| match cursor {
+        Some(c) => set.range::<str, _>((Excluded(c), Unbounded)).next().cloned(),
+        None => set.first().cloned(),
+    };
+    match (after(a), after(b)) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, y) => x.or(y),
+    }
+}
+
 /// The mirror's expiry: a tag's cached copy is kept while it was pulled or fetched within `ttl`; a manifest record
 /// while it, or a tag's copy of it, was. Nothing reaches beyond that — an index's children are pulled (by digest)
 /// for themselves, and a platform nobody pulls expires on its own; whatever expired is fetched again when asked for.
@@ -583,13 +597,7 @@ impl Registry {
                 }
                 Phase::SweepManifests => {
                     let name = self.gc_repository(state)?;
-                    let next = state
-                        .doomed
-                        .iter()
-                        .chain(state.revive.iter())
-                        .filter(|d| state.cursor.as_ref().is_none_or(|c| *d > c))
-                        .min()
-                        .cloned();
+                    let next = next_after(&state.doomed, &state.revive, state.cursor.as_deref());
                     let Some(digest) = next else {
                         state.doomed.clear();
                         state.revive.clear();
@@ -602,13 +610,7 @@ impl Registry {
                 }
                 Phase::SweepTags => {
                     let name = self.gc_repository(state)?;
-                    let next = state
-                        .doomed_tags
-                        .iter()
-                        .chain(state.revive_tags.iter())
-                        .filter(|t| state.cursor.as_ref().is_none_or(|c| *t > c))
-                        .min()
-                        .cloned();
+                    let next = next_after(&state.doomed_tags, &state.revive_tags, state.cursor.as_deref());
                     let Some(tag) = next else {
                         state.doomed_tags.clear();
                         state.revive_tags.clear();

@@ -42,10 +42,7 @@ impl Environment for Env {
         self.now.get()
     }
     fn random_bytes(&self) -> [u8; 16] {
-        self.n.set(self.n.get() + 1);
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&self.n.get().to_le_bytes());
-        b
+        super::test_env::counted_bytes(&self.n)
     }
     fn log_error(&self, m: &str) {
         self.errors.borrow_mut().push(m.to_string());

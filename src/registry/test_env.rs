@@ -23,14 +23,19 @@ impl Environment for TestEnv {
         self.now.get()
     }
     fn random_bytes(&self) -> [u8; 16] {
-        self.n.set(self.n.get() + 1);
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&self.n.get().to_le_bytes());
-        b
+        counted_bytes(&self.n)
     }
     fn log_error(&self, m: &str) {
         panic!("unexpected server error: {m}");
     }
+}
+
+/// Distinct, repeatable "random" bytes for test environments: the next value of the counter `n`.
+pub(super) fn counted_bytes(n: &Cell<u64>) -> [u8; 16] {
+    n.set(n.get() + 1);
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&n.get().to_le_bytes());
+    b
 }
 
 /// A response's whole body.

@@ -425,16 +425,56 @@ mod tests {
         });
     }
 
+    /// A store whose reads take their value, then pause once (waking themselves) before answering, so that a write
+    /// can run in between on a single-threaded executor.
+    struct PausingReads(Rc<dyn MetaStore>);
+
+    #[async_trait(?Send)]
+    impl MetaStore for PausingReads {
+        async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+            let value = self.0.get(key).await?;
+            let mut paused = false;
+            futures::future::poll_fn(|cx| {
+                if paused {
+                    return std::task::Poll::Ready(());
+                }
+                paused = true;
+                cx.waker().wake_by_ref();
+                std::task::Poll::Pending
+            })
+            .await;
+            Ok(value)
+        }
+        async fn get_versioned(&self, key: &str) -> Result<Option<Versioned>> {
+            self.0.get_versioned(key).await
+        }
+        async fn put(&self, key: &str, value: Bytes) -> Result<()> {
+            self.0.put(key, value).await
+        }
+        async fn put_if(&self, key: &str, value: Bytes, condition: &Precondition) -> Result<Option<String>> {
+            self.0.put_if(key, value, condition).await
+        }
+        async fn delete(&self, key: &str) -> Result<()> {
+            self.0.delete(key).await
+        }
+        async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+            self.0.list(prefix, start_after, limit).await
+        }
+    }
+
     #[test]
     fn a_read_racing_a_write_does_not_put_the_old_value_back() {
         block_on(async {
-            let (store, _, cached, _) = setup();
+            let store: Rc<dyn MetaStore> = Rc::new(MemoryMetaStore::default());
+            let memory = Rc::new(MemoryCache::new(Rc::new(|| 1_000)));
+            let pausing: Rc<dyn MetaStore> = Rc::new(PausingReads(store.clone()));
+            let cached = CachedMeta::new(pausing, memory, None, Rc::new(EveryKey), Rc::default());
             store.put("k", Bytes::from_static(b"old")).await.unwrap();
-            // Interleave by hand: the fill compares the invalidation count from before its store read.
-            let before = cached.invalidations.get();
-            cached.put("k", Bytes::from_static(b"new")).await.unwrap();
-            assert_ne!(cached.invalidations.get(), before);
-            assert_eq!(cached.get("k").await.unwrap().as_deref(), Some(&b"new"[..]));
+            // The read takes "old" from the store, the write lands while it pauses, then the read answers "old".
+            let (read, written) = futures::join!(cached.get("k"), cached.put("k", Bytes::from_static(b"new")));
+            assert_eq!(read.unwrap().as_deref(), Some(&b"old"[..]));
+            written.unwrap();
+            assert_eq!(cached.get("k").await.unwrap().as_deref(), Some(&b"new"[..]), "the old value was not cached");
         });
     }
 
