@@ -113,6 +113,7 @@ pub struct Registry {
     notifier: Option<notify::Notifier>,
     /// The read cache's counters, when `meta` has one in front (see `read_cache`).
     cache_stats: Option<Rc<std::cell::Cell<crate::storage::cache::CacheStats>>>,
+    request_ids: request_log::RequestIds,
 }
 
 /// Decoded query parameters (first value wins).
@@ -153,6 +154,7 @@ impl Registry {
             .next()
             .is_some()
             .then(|| notify::Notifier::new(config.notifications.clone(), notify::uuid(env.random_bytes())));
+        let request_ids = request_log::RequestIds::new(env.random_bytes());
         Registry {
             objects,
             meta,
@@ -164,6 +166,7 @@ impl Registry {
             upstream_tokens: mirror::TokenCache::default(),
             cache_stats: None,
             blob_flights: flights::Flights::default(),
+            request_ids,
         }
     }
 
@@ -184,7 +187,7 @@ impl Registry {
     pub async fn handle(&self, req: Request) -> Response {
         let start = self.env.now_millis();
         let request_id =
-            request_log::client_request_id(req.headers()).unwrap_or_else(|| request_log::new_request_id(self.env.random_bytes()));
+            request_log::client_request_id(req.headers()).unwrap_or_else(|| self.request_ids.next());
         let mut record = RequestLog::start(&req, request_id, start);
         let is_head = req.method() == Method::HEAD;
         // What an event needs from the request, taken before the request is consumed (only when someone listens).
