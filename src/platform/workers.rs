@@ -367,8 +367,7 @@ extern "C" {
 /// starts it, and the fragment never reaches a server. Reading it off the string the runtime gives costs less than
 /// parsing the URL again, which showed up in profiles of the read path.
 fn path_and_query(url: &str) -> &str {
-    let after_scheme = url.find("://").map_or(0, |i| i + 3);
-    let rest = &url[after_scheme..];
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")).unwrap_or(url);
     let path = rest.find('/').map_or("/", |i| &rest[i..]);
     path.split('#').next().unwrap_or(path)
 }
@@ -446,9 +445,16 @@ fn request_body(req: &web_sys::Request) -> Body {
 fn into_worker(resp: Response) -> worker::Result<web_sys::Response> {
     let (parts, body) = resp.into_parts();
     let status = parts.status.as_u16();
+    // A null-body status (204, 304, 1xx) gets no body: the runtime throws on one.
+    let null_body = matches!(status, 101 | 204 | 205 | 304);
+    // The runtime sets Content-Length itself for a body it is handed whole: one header fewer to cross and append.
+    let whole = matches!(body, Body::Full(_)) && !null_body;
     let mut head = String::with_capacity(256);
     let mut length = None;
     for (name, value) in parts.headers.iter() {
+        if whole && name == http::header::CONTENT_LENGTH {
+            continue;
+        }
         if let Ok(v) = value.to_str() {
             if !head.is_empty() {
                 head.push('\n');
@@ -461,8 +467,6 @@ fn into_worker(resp: Response) -> worker::Result<web_sys::Response> {
             }
         }
     }
-    // A body on a null-body status (204, 304, 1xx) makes the runtime throw.
-    let null_body = matches!(status, 101 | 204 | 205 | 304);
     let body: wasm_bindgen::JsValue = match body {
         Body::Empty => wasm_bindgen::JsValue::NULL,
         Body::Full(_) if null_body => wasm_bindgen::JsValue::NULL,

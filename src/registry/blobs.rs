@@ -123,9 +123,14 @@ impl Registry {
         let link = self.blob_link(name, &digest).await?.ok_or_else(unknown)?;
         let size = link.size;
         let key = link.data_key(&digest);
-        let target = events::blob_target(name.as_str(), &digest.to_string(), size);
+        // Built only when someone listens: a pull is the hot path, and the target is half a dozen strings.
+        let target = self.notifier.is_some().then(|| events::blob_target(name.as_str(), &digest.to_string(), size));
         let common = |r: Reply| {
-            r.header("docker-content-digest", digest.to_string()).header("accept-ranges", "bytes").with_event(Action::Pull, target.clone())
+            let r = r.header("docker-content-digest", digest.to_string()).header("accept-ranges", "bytes");
+            match &target {
+                Some(t) => r.with_event(Action::Pull, t.clone()),
+                None => r,
+            }
         };
 
         let range = header(headers, "range").and_then(ByteRangeSpec::parse);

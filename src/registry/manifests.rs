@@ -164,11 +164,19 @@ impl Registry {
             Reference::Tag(t) => Some(t.to_string()),
             Reference::Digest(_) => None,
         };
-        let target = events::manifest_target(name.as_str(), &digest.to_string(), &record.header.media_type, record.bytes.len() as u64, tag.as_deref());
-        Ok(Reply::bytes(StatusCode::OK, &record.header.media_type, record.bytes)
-            .header("docker-content-digest", digest.to_string())
-            .header("etag", format!("\"{digest}\""))
-            .with_event(Action::Pull, target))
+        let digest_str = digest.to_string();
+        // Built only when someone listens: a pull is the hot path.
+        let target = self
+            .notifier
+            .is_some()
+            .then(|| events::manifest_target(name.as_str(), &digest_str, &record.header.media_type, record.bytes.len() as u64, tag.as_deref()));
+        let reply = Reply::bytes(StatusCode::OK, &record.header.media_type, record.bytes)
+            .header("etag", format!("\"{digest_str}\""))
+            .header("docker-content-digest", digest_str);
+        Ok(match target {
+            Some(t) => reply.with_event(Action::Pull, t),
+            None => reply,
+        })
     }
 
     pub(super) async fn put_manifest(&self, name: &RepositoryName, reference: &str, headers: &HeaderMap, mut body: Body) -> Result<Reply> {
