@@ -347,11 +347,22 @@ export function pier_request_head(req) {
   return out;
 }
 export function pier_response(status, head, body) {
-  const headers = new Headers();
+  // A plain object is handed to the runtime in one go; a name given twice needs Headers and append.
+  let headers = {};
   if (head.length > 0) {
-    for (const line of head.split("\n")) {
+    const lines = head.split("\n");
+    for (const line of lines) {
       const i = line.indexOf(":");
-      headers.append(line.slice(0, i), line.slice(i + 1));
+      const name = line.slice(0, i);
+      if (Object.hasOwn(headers, name)) {
+        headers = new Headers();
+        for (const l of lines) {
+          const j = l.indexOf(":");
+          headers.append(l.slice(0, j), l.slice(j + 1));
+        }
+        break;
+      }
+      headers[name] = line.slice(i + 1);
     }
   }
   return new Response(body, { status, headers });
