@@ -127,6 +127,9 @@ fn setting(env: &Env, name: &str) -> Option<String> {
     env.secret(name).ok().map(|s| s.to_string())
 }
 
+/// Presigned URLs an isolate keeps for reuse (see [`r2_presigner`]): ~300 bytes each.
+const RECENT_URLS: usize = 1024;
+
 /// Blob GETs redirect to R2's S3 API with a SigV4-presigned URL when its credentials are configured:
 /// `PIER_R2_ACCOUNT_ID`, `PIER_R2_ACCESS_KEY_ID`, `PIER_R2_SECRET_ACCESS_KEY` (a secret) and `PIER_R2_BUCKET` (the
 /// bucket's name; the binding does not reveal it). `PIER_R2_ENDPOINT` overrides the endpoint (jurisdictions, tests).
@@ -144,10 +147,31 @@ fn r2_presigner(env: &Env) -> Result<Option<Box<dyn Fn(&str, u64) -> Option<Stri
     let endpoint = S3Endpoint::parse(&endpoint_url, "auto", AddressingStyle::Path)
         .map_err(|e| Error::msg(ErrorCode::Unavailable, format!("configuration setting PIER_R2_ENDPOINT: {e}")))?;
     let credentials = Credentials::new(key_id, secret);
+    // URLs signed in this isolate lately, by key: (lifetime, signed at, URL). A pull asks for the same few blobs' URLs
+    // over and over, and signing (a SHA-256 and five HMACs) showed in profiles of the redirect. A URL is handed out
+    // again only while at least 90% of its lifetime is left (and for a minute at most); the blob's access was checked
+    // for this request before it got here, as for a fresh URL.
+    let recent: std::cell::RefCell<std::collections::HashMap<String, (u64, i64, String)>> = Default::default();
     Ok(Some(Box::new(move |key: &str, expires: u64| {
-        let now = Timestamp::from_unix_seconds((js_sys::Date::now() / 1000.0) as i64);
-        match endpoint.presign_get(&credentials, now, &bucket, key, expires) {
-            Ok(url) => Some(url),
+        let now_secs = (js_sys::Date::now() / 1000.0) as i64;
+        let reuse_for = (expires / 10).min(60) as i64;
+        if let Some((lifetime, at, url)) = recent.borrow().get(key) {
+            if *lifetime == expires && (0..reuse_for).contains(&(now_secs - at)) {
+                return Some(url.clone());
+            }
+        }
+        match endpoint.presign_get(&credentials, Timestamp::from_unix_seconds(now_secs), &bucket, key, expires) {
+            Ok(url) => {
+                let mut recent = recent.borrow_mut();
+                if recent.len() >= RECENT_URLS {
+                    recent.retain(|_, (_, at, _)| (0..reuse_for).contains(&(now_secs - *at)));
+                    if recent.len() >= RECENT_URLS {
+                        recent.clear();
+                    }
+                }
+                recent.insert(key.to_string(), (expires, now_secs, url.clone()));
+                Some(url)
+            }
             Err(e) => {
                 worker::console_error!("pier: presigning failed, streaming instead: {e}");
                 None

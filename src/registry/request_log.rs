@@ -52,7 +52,10 @@ impl RequestIds {
     pub fn next(&self) -> String {
         let n = self.next.get();
         self.next.set(n.wrapping_add(1));
-        format!("{}{n:016x}", self.prefix)
+        let mut id = String::with_capacity(32);
+        id.push_str(&self.prefix);
+        id.push_str(&crate::spec::digest::to_hex(&n.to_be_bytes()));
+        id
     }
 }
 
