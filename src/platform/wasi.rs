@@ -18,7 +18,7 @@
 use crate::api::{Body, Request, Response};
 use crate::error::{Error, ErrorCode};
 use crate::registry::{Environment, Registry, RequestLog};
-use crate::storage::http::{HttpClient, HttpRequest, HttpResponse};
+use crate::storage::http::{HttpClient, HttpRequest, HttpResponse, RetryTransport};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
@@ -58,7 +58,9 @@ impl Environment for WasiEnvironment {
 /// Outbound HTTP through `wasi:http/outgoing-handler`.
 pub struct WasiHttpClient;
 
-/// How often an outbound request is sent before a transport failure is the store's error (see `send`).
+/// How often an outbound request is sent before a transport failure is the store's error: the host reports a
+/// protocol error when the server drops the connection, seen with s3s-fs under the concurrency suite about one run
+/// in four (see `storage::http::RetryTransport`).
 const OUTBOUND_ATTEMPTS: u32 = 3;
 
 #[async_trait(?Send)]
@@ -73,32 +75,20 @@ impl HttpClient for WasiHttpClient {
             "PATCH" => Method::Patch,
             other => Method::Other(other.to_string()),
         };
-        let build = || {
-            let mut builder = spin_sdk::http::Request::builder();
-            builder.method(method.clone()).uri(req.url.as_str());
-            let mut has_length = false;
-            for (k, v) in &req.headers {
-                has_length |= k.eq_ignore_ascii_case("content-length");
-                builder.header(k.as_str(), v.as_str());
-            }
-            // wasi:http sends a body without Content-Length as chunked, which S3 refuses (411 MissingContentLength).
-            if !has_length && (!req.body.is_empty() || !matches!(req.method, http::Method::GET | http::Method::HEAD)) {
-                builder.header("content-length", req.body.len().to_string());
-            }
-            builder.body(req.body.to_vec()).build()
-        };
-        // A request that failed in transport, before any answer (the host reports a protocol error when the server
-        // drops the connection: seen with s3s-fs under the concurrency suite, about one run in four), is sent again,
-        // as the AWS SDKs do for every operation: the body is in memory, and a conditional write that did land the
-        // first time answers 412 to the second, which the callers already treat as a lost race and re-read.
-        let mut attempt = 1;
-        let response: IncomingResponse = loop {
-            match spin_sdk::http::send(build()).await {
-                Ok(r) => break r,
-                Err(_) if attempt < OUTBOUND_ATTEMPTS => attempt += 1,
-                Err(e) => return Err(Error::storage(format!("outbound request failed ({attempt} attempts): {e}"))),
-            }
-        };
+        let mut builder = spin_sdk::http::Request::builder();
+        builder.method(method).uri(req.url.as_str());
+        let mut has_length = false;
+        for (k, v) in &req.headers {
+            has_length |= k.eq_ignore_ascii_case("content-length");
+            builder.header(k.as_str(), v.as_str());
+        }
+        // wasi:http sends a body without Content-Length as chunked, which S3 refuses (411 MissingContentLength).
+        if !has_length && (!req.body.is_empty() || !matches!(req.method, http::Method::GET | http::Method::HEAD)) {
+            builder.header("content-length", req.body.len().to_string());
+        }
+        let request = builder.body(req.body.to_vec()).build();
+        let response: IncomingResponse =
+            spin_sdk::http::send(request).await.map_err(|e| Error::storage(format!("outbound request failed: {e}")))?;
         let status = response.status();
         let headers = response
             .headers()
@@ -129,7 +119,7 @@ fn registry() -> Result<Rc<Registry>, Error> {
     if let Some(r) = REGISTRY.with(|c| c.get().cloned()) {
         return Ok(r);
     }
-    let r = Rc::new(super::wasi_stores::build_registry(env_setting, Rc::new(WasiHttpClient), Rc::new(WasiEnvironment))?);
+    let r = Rc::new(super::wasi_stores::build_registry(env_setting, Rc::new(RetryTransport::new(WasiHttpClient, OUTBOUND_ATTEMPTS)), Rc::new(WasiEnvironment))?);
     REGISTRY.with(|c| {
         let _ = c.set(r.clone());
     });

@@ -371,22 +371,21 @@ export function pier_request_head(req) {
   return out;
 }
 export function pier_response(status, head, body) {
-  // A plain object is handed to the runtime in one go; a name given twice needs Headers and append.
+  // A plain object is handed to the runtime in one go; from a name given twice on, Headers and append.
   let headers = {};
   if (head.length > 0) {
-    const lines = head.split("\n");
-    for (const line of lines) {
+    for (const line of head.split("\n")) {
       const i = line.indexOf(":");
       const name = line.slice(0, i);
-      if (Object.hasOwn(headers, name)) {
-        headers = new Headers();
-        for (const l of lines) {
-          const j = l.indexOf(":");
-          headers.append(l.slice(0, j), l.slice(j + 1));
-        }
-        break;
+      const value = line.slice(i + 1);
+      if (headers instanceof Headers) {
+        headers.append(name, value);
+      } else if (Object.hasOwn(headers, name)) {
+        headers = new Headers(headers);
+        headers.append(name, value);
+      } else {
+        headers[name] = value;
       }
-      headers[name] = line.slice(i + 1);
     }
   }
   return new Response(body, { status, headers });
